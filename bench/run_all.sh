@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Every benchmark, side by side with its peer. Results are recorded in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python bench/convert_gguf.py

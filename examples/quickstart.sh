@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The vishwam quickstart: each phase of the model's life, one command each.
+# `make demo` runs this with the project's .venv on PATH.
+set -euo pipefail
+WORK=${VISHWAM_DEMO_DIR:-out/demo}
+mkdir -p "$WORK"
+
+echo "== 1. Import the bundled SmolLM2-135M-Instruct (GGUF) into a Hugging Face model directory"
+vishwam convert model smollm2-135m-instruct "$WORK/smollm2" --force
