@@ -116,7 +116,15 @@ class Transformer(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         remat: str = "none",
+        layers: list[dict[str, jax.Array]] | None = None,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
+        """tokens (B, T) -> logits (B, T, V) in f32 and the updated cache.
+
+        positions default to 0.. (or the cache's next slot); segment_ids keep packed documents apart.
+        `layers`, for cached inference, are the block weights split per layer (`unstack_layers`):
+        a decode step then reads each weight once instead of copying a slice of the stacked array.
+        return_hidden gives the final normed hidden states (B, T, D) instead; `logits()` finishes them."""
         cfg = self.cfg
         cdt = DTYPES[cfg.compute_dtype]
         B, T = tokens.shape
@@ -139,29 +147,40 @@ class Transformer(nnx.Module):
 
         params = {name: getattr(self.blocks, name).get_value() for name in block_param_shapes(cfg)}
 
-        def block(x, layer):
-            p, kv = layer
+        def block(x, p, kv=None, layer=None):
             h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-            attn_out, new_kv = attention_block(
-                cfg, p, h, rope, mask, bias, kv, None if cache is None else cache.index
+            attn_out, kv = attention_block(
+                cfg, p, h, rope, mask, bias, kv, layer, None if cache is None else cache.index
             )
             x = x + attn_out
             h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
             x = x + swiglu(h, p["w_gate"].astype(cdt), p["w_up"].astype(cdt), p["w_down"].astype(cdt))
-            return x, new_kv
+            return x, kv
 
-        block = _remat(block, remat)
-        kv_in = (cache.k, cache.v) if cache is not None else None
-        x, kv_out = jax.lax.scan(block, x, (params, kv_in))
+        if cache is None:
+            # Training and plain forward: one compiled block under scan (remat applies per block).
+            scan_block = _remat(lambda x, p: (block(x, p)[0], None), remat)
+            x, _ = jax.lax.scan(scan_block, x, params)
+            new_cache = None
+        else:
+            # Cached inference: layers unrolled so each layer's new keys/values are written into the
+            # stacked (donated) cache in place, rather than scan re-stacking the whole cache every step.
+            kv = (cache.k, cache.v)
+            if layers is None:
+                layers = [{name: a[i] for name, a in params.items()} for i in range(cfg.n_layers)]
+            for i, p in enumerate(layers):
+                x, kv = block(x, p, kv, i)
+            new_cache = KVCache(k=kv[0], v=kv[1], positions=k_pos, index=cache.index + T)
 
         x = rms_norm(x, self.final_norm.get_value(), cfg.norm_eps)
-        head = self.embed.get_value().T if cfg.tie_embeddings else self.lm_head.get_value()
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(cdt), preferred_element_type=jnp.float32)
+        return (x if return_hidden else self.logits(x)), new_cache
 
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(k=kv_out[0], v=kv_out[1], positions=k_pos, index=cache.index + T)
-        return logits, new_cache
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Final normed hidden states (..., D) -> logits (..., V) in f32."""
+        head = self.embed.get_value().T if self.cfg.tie_embeddings else self.lm_head.get_value()
+        return jnp.einsum(
+            "...d,dv->...v", hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32
+        )
 
 
 def _remat(fn: Callable, policy: str) -> Callable:
@@ -190,8 +209,11 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array, w_down: jax.Array) 
     return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, w_down)
 
 
-def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv, cache_index):
-    """Projections, RoPE, cache update and attention for one layer. h: (B, T, D)."""
+def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, layer=None, cache_index=None):
+    """Projections, RoPE, cache update and attention for one layer. h: (B, T, D).
+
+    kv, if given, is the stacked cache (k, v), each (L, B, S, K, H): this layer's new keys and values
+    are written at slot `cache_index` and attention reads the whole layer."""
     cdt = h.dtype
     B, T, _ = h.shape
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -205,16 +227,16 @@ def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv, cache_index):
     v = v.reshape(B, T, K, H)
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    new_kv = None
     if kv is not None:
-        k_cache, v_cache = kv  # (B, S, K, H)
-        k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
-        v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
-        new_kv = (k, v)
-        k, v = k.astype(cdt), v.astype(cdt)
+        k_all, v_all = kv
+        start = (layer, 0, cache_index, 0, 0)
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
+        kv = (k_all, v_all)
+        k, v = k_all[layer].astype(cdt), v_all[layer].astype(cdt)  # (B, S, K, H)
     out = attention(q, k, v, mask=mask, bias=bias, scale=1.0 / math.sqrt(H))  # (B, T, N, H)
     out = jnp.einsum("btq,qd->btd", out.reshape(B, T, N * H), p["wo"].astype(cdt))
-    return out, new_kv
+    return out, kv
 
 
 # ---- attention kernels ------------------------------------------------------------------------
@@ -346,6 +368,13 @@ def abstract_model(cfg: ModelConfig) -> Transformer:
 
 def count_params(model: Transformer) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def unstack_layers(model: Transformer) -> list[dict[str, jax.Array]]:
+    """The stacked block weights as one dict of separate arrays per layer (a copy, made once)."""
+    names = block_param_shapes(model.cfg)
+    stacked = {n: getattr(model.blocks, n).get_value() for n in names}
+    return [{n: jnp.array(stacked[n][i]) for n in names} for i in range(model.cfg.n_layers)]
 
 
 def forward_fn(model: Transformer):
