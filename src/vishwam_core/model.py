@@ -72,28 +72,29 @@ class Blocks(nnx.Module):
 class KVCache:
     """Keys and values for every layer, plus the position held in each slot (-1 = empty).
 
-    k, v: (L, B, S, K, H); positions: (B, S) int32; index: () int32, the next slot to write.
+    k, v: one (B, S, K, H) array per layer (separate buffers, so each layer's update is in place
+    under donation); positions: (B, S) int32; index: () int32, the next slot to write.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     positions: jax.Array
     index: jax.Array
 
     @classmethod
     def create(cls, cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
         dtype = dtype or DTYPES[cfg.compute_dtype]
-        shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+        shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
         return cls(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
+            k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
+            v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
             positions=jnp.full((batch, length), -1, jnp.int32),
             index=jnp.zeros((), jnp.int32),
         )
 
     @property
     def length(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[1]
 
 
 class Transformer(nnx.Module):
@@ -147,11 +148,10 @@ class Transformer(nnx.Module):
 
         params = {name: getattr(self.blocks, name).get_value() for name in block_param_shapes(cfg)}
 
-        def block(x, p, kv=None, layer=None):
+        def block(x, p, kv=None):
             h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-            attn_out, kv = attention_block(
-                cfg, p, h, rope, mask, bias, kv, layer, None if cache is None else cache.index
-            )
+            index = None if cache is None else cache.index
+            attn_out, kv = attention_block(cfg, p, h, rope, mask, bias, kv, index)
             x = x + attn_out
             h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
             x = x + swiglu(h, p["w_gate"].astype(cdt), p["w_up"].astype(cdt), p["w_down"].astype(cdt))
@@ -165,12 +165,14 @@ class Transformer(nnx.Module):
         else:
             # Cached inference: layers unrolled so each layer's new keys/values are written into the
             # stacked (donated) cache in place, rather than scan re-stacking the whole cache every step.
-            kv = (cache.k, cache.v)
             if layers is None:
                 layers = [{name: a[i] for name, a in params.items()} for i in range(cfg.n_layers)]
+            ks, vs = [], []
             for i, p in enumerate(layers):
-                x, kv = block(x, p, kv, i)
-            new_cache = KVCache(k=kv[0], v=kv[1], positions=k_pos, index=cache.index + T)
+                x, (k_i, v_i) = block(x, p, (cache.k[i], cache.v[i]))
+                ks.append(k_i)
+                vs.append(v_i)
+            new_cache = KVCache(k=tuple(ks), v=tuple(vs), positions=k_pos, index=cache.index + T)
 
         x = rms_norm(x, self.final_norm.get_value(), cfg.norm_eps)
         return (x if return_hidden else self.logits(x)), new_cache
@@ -209,11 +211,11 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array, w_down: jax.Array) 
     return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, w_down)
 
 
-def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, layer=None, cache_index=None):
+def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, cache_index=None):
     """Projections, RoPE, cache update and attention for one layer. h: (B, T, D).
 
-    kv, if given, is the stacked cache (k, v), each (L, B, S, K, H): this layer's new keys and values
-    are written at slot `cache_index` and attention reads the whole layer."""
+    kv, if given, is this layer's cache (k, v), each (B, S, K, H): the new keys and values are
+    written at slot `cache_index` and attention reads the whole cache."""
     cdt = h.dtype
     B, T, _ = h.shape
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -228,12 +230,11 @@ def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, layer=Non
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     if kv is not None:
-        k_all, v_all = kv
-        start = (layer, 0, cache_index, 0, 0)
-        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
-        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
-        kv = (k_all, v_all)
-        k, v = k_all[layer].astype(cdt), v_all[layer].astype(cdt)  # (B, S, K, H)
+        k_cache, v_cache = kv
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+        kv = (k_cache, v_cache)
+        k, v = k_cache.astype(cdt), v_cache.astype(cdt)  # (B, S, K, H)
     out = attention(q, k, v, mask=mask, bias=bias, scale=1.0 / math.sqrt(H))  # (B, T, N, H)
     out = jnp.einsum("btq,qd->btd", out.reshape(B, T, N * H), p["wo"].astype(cdt))
     return out, kv
