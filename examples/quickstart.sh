@@ -7,3 +7,9 @@ mkdir -p "$WORK"
 
 echo "== 1. Import the bundled SmolLM2-135M-Instruct (GGUF) into a Hugging Face model directory"
 vishwam convert model smollm2-135m-instruct "$WORK/smollm2" --force
+
+echo "== 2. Analyse it: architecture, exact parameters, FLOPs, memory, training plan"
+vishwam analyze "$WORK/smollm2"
+
+echo "== 3. How the published 7B, 32B and 70B models scale"
+vishwam analyze --compare llama-2-7b,qwen2.5-32b,llama-2-70b

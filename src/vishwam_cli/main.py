@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vishwam_cli import convert, generate
+from vishwam_cli import analyze, convert, generate
 
 app = typer.Typer(
     name="vishwam",
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(convert.app, name="convert")
+app.command("analyze")(analyze.analyze)
 app.command("generate")(generate.generate)
 
 

@@ -7,6 +7,7 @@ for `--help`-time work and by every phase that builds a model.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,9 @@ class ModelConfig:
     @classmethod
     def from_name(cls, name: str) -> ModelConfig:
         if name not in PRESETS:
-            raise VishwamError(f"Unknown preset '{name}'; known presets: {', '.join(PRESETS)}.")
+            raise VishwamError(
+                f"Unknown preset '{name}'{did_you_mean(name)}; known presets: {', '.join(PRESETS)}."
+            )
         return PRESETS[name]
 
     @classmethod
@@ -450,6 +453,20 @@ PRESETS: dict[str, ModelConfig] = {
         max_seq_len=4096,
     ),
 }
+
+
+def suggest_presets(name: str, n: int = 3) -> list[str]:
+    """Preset names close to `name` (difflib), best first."""
+    return difflib.get_close_matches(name.lower(), list(PRESETS), n=n, cutoff=0.5)
+
+
+def did_you_mean(name: str) -> str:
+    """' (did you mean a, b or c?)' for the presets close to `name`, or ''."""
+    close = suggest_presets(name)
+    if not close:
+        return ""
+    either = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f" (did you mean {either}?)"
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
