@@ -13,3 +13,6 @@ vishwam analyze "$WORK/smollm2"
 
 echo "== 3. How the published 7B, 32B and 70B models scale"
 vishwam analyze --compare llama-2-7b,qwen2.5-32b,llama-2-70b
+
+echo "== 4. Chat with it (greedy, streamed)"
+vishwam generate "$WORK/smollm2" --chat "What is the capital of France?" --max-tokens 32

@@ -452,7 +452,8 @@ def test_cli_bench_on_a_preset():
     assert pf["mfu"] == pytest.approx(pf["flops_per_token"] * 3 * 16 / pf["seconds"] / CPU_PEAK)
     assert [d["batch"] for d in b["decode"]] == [1, 3]
     for d in b["decode"]:
-        assert d["new_tokens"] == 4 and d["tokens_per_s"] == pytest.approx(d["batch"] * 4 / d["seconds"])
+        # the first new token comes out of the prefill; decode steps make the other 3
+        assert d["new_tokens"] == 4 and d["tokens_per_s"] == pytest.approx(d["batch"] * 3 / d["seconds"])
     assert b["peak_memory_bytes"] > b["predicted_bytes"]["weights"]
 
 
