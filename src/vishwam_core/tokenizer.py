@@ -91,8 +91,10 @@ class Tokenizer:
             raise VishwamError(
                 f"Unsupported GGUF tokenizer model '{kind}': vishwam rebuilds byte-level BPE ('gpt2') tokenizers."
             )
-        tokens: list[str] = fields["tokenizer.ggml.tokens"]
-        merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
+        tokens: list[str] = fields.get("tokenizer.ggml.tokens") or []
+        if not tokens:
+            raise VishwamError("The GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens).")
+        merges = [tuple(m.split(" ", 1)) for m in fields.get("tokenizer.ggml.merges") or []]
         types: list[int] = fields.get("tokenizer.ggml.token_type") or [1] * len(tokens)
         vocab = {tok: i for i, tok in enumerate(tokens)}
         backend = Backend(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
