@@ -110,6 +110,10 @@ class StdinFormat(StrEnum):
     csv = "csv"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _value(choice: Enum | None) -> str | None:
     return None if choice is None else choice.value
 
@@ -244,13 +248,14 @@ def render_data_summary(s: dict) -> None:
     )
     table.add_row(
         "documents",
-        f"{s['documents']['kept']:,} kept of {s['documents']['read']:,} read from {s['sources']:,} source(s)",
+        f"{s['documents']['kept']:,} kept of {s['documents']['read']:,} read from {_n(s['sources'], 'source')}",
     )
     if s["filters"]:
         table.add_row("dropped", ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s["filters"].items()))
     for split, info in s["splits"].items():
         table.add_row(
-            split, f"{info['documents']:,} documents, {info['tokens']:,} tokens, {info['rows']:,} rows"
+            split,
+            f"{_n(info['documents'], 'document')}, {_n(info['tokens'], 'token')}, {_n(info['rows'], 'row')}",
         )
     if s["stopped_at_max_tokens"]:
         table.add_row("stopped", "at --max-tokens")
@@ -358,10 +363,10 @@ def render_inspect(s: dict) -> None:
     for split, info in s["splits"].items():
         table.add_row(
             split,
-            f"{info['documents']:,} documents, {info['tokens']:,} tokens, {info['rows']:,} rows in "
-            f"{info['shards']} shard(s), {info['padding_tokens']:,} padding",
+            f"{_n(info['documents'], 'document')}, {_n(info['tokens'], 'token')}, {_n(info['rows'], 'row')} in "
+            f"{_n(info['shards'], 'shard')}, {info['padding_tokens']:,} padding",
         )
-    table.add_row("sources", f"{s['sources']:,} over {s['runs']} run(s)")
+    table.add_row("sources", f"{s['sources']:,} over {_n(s['runs'], 'run')}")
     if s["filters"]:
         table.add_row("dropped", ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s["filters"].items()))
     table.add_row("command", escape(s["command"]))

@@ -422,14 +422,16 @@ class _Reader:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.stop.set()
-        while self.thread.is_alive():
+        # After a normal finish (or an early stop) wait for the reader, which completes the current
+        # file's hash; after a failure or Ctrl-C give it a moment, since it may be blocked on stdin.
+        deadline = time.monotonic() + 1.0 if exc_type is not None else None
+        while self.thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             try:
                 self.queue.get(timeout=0.05)
             except queue.Empty:
                 pass
-        self.thread.join()
 
     def batches(self) -> Iterator[list[_Item]]:
         while True:

@@ -393,8 +393,8 @@ def _read_csv(stream, label, source, fmt, fields, on_error) -> Iterator[Doc]:
     if header is None:
         return
     lines.clear()
-    for row in reader:
-        where = f"row {reader.line_num}"
+    for number, row in enumerate(reader, 1):
+        where = f"row {number}"  # records after the header; a quoted field may span lines
         if any(_has_surrogates(cell) for cell in row):
             at = _first_bad_byte(lines)
             yield _problem("decode_error", f"{label} {where}: invalid UTF-8 at byte {at}", on_error, where)
