@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python bench/convert_gguf.py
 python bench/decode.py
+python bench/convert.py
