@@ -16,3 +16,9 @@ vishwam analyze --compare llama-2-7b,qwen2.5-32b,llama-2-70b
 
 echo "== 4. Chat with it (greedy, streamed)"
 vishwam generate "$WORK/smollm2" --chat "What is the capital of France?" --max-tokens 32
+
+echo "== 5. Turn the interpreter's own standard library source into token shards (SmolLM2's tokenizer)"
+STDLIB=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
+vishwam convert data "$STDLIB" --tokenizer "$WORK/smollm2" --out "$WORK/stdlib-shards" \
+  --include '*.py' --exclude 'site-packages/*' --on-error skip --max-tokens 1000000 --force
+vishwam convert inspect "$WORK/stdlib-shards" --samples 1 --chars 300
