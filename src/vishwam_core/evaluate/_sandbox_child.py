@@ -83,7 +83,11 @@ def confine_namespaces(workdir):
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC) != 0:
         fail(f"unshare: {os.strerror(ctypes.get_errno())}")
     inner = uid or 1000  # never 0 inside: the execve below then drops every capability
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{inner} {uid} 1"), ("gid_map", f"{inner} {gid} 1")):
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{inner} {uid} 1"),
+        ("gid_map", f"{inner} {gid} 1"),
+    ):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     mount(None, "/", MS_REC | MS_PRIVATE)
@@ -133,7 +137,12 @@ def refuse_new_processes():
         return 0 if target is None or isinstance(target, int) else labels[target] - i - 1
 
     class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
@@ -205,7 +214,13 @@ def main():
     spec = json.loads(sys.argv[1])
     workdir = os.path.realpath(os.getcwd())
     program = os.path.join(workdir, spec["program"])
-    env = {"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+    env = {
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "PATH": "/usr/bin:/bin",
+        "PYTHONHASHSEED": "0",
+        "LANG": "C.UTF-8",
+    }
     if spec["mode"] == "namespaces":
         confine_namespaces(workdir)
         os.chdir(workdir)

@@ -122,7 +122,9 @@ def _run(source: str, limits: Limits, mode: str) -> ExecResult:
                 rc = proc.wait(timeout=limits.timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                return ExecResult(False, "timeout", f"ran past {limits.timeout_s:g} s", time.perf_counter() - start)
+                return ExecResult(
+                    False, "timeout", f"ran past {limits.timeout_s:g} s", time.perf_counter() - start
+                )
         seconds = time.perf_counter() - start
         last = _last_line(workdir / "stderr")
         if rc == 0:
