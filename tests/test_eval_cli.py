@@ -99,7 +99,10 @@ def test_report_card_across_two_checkpoints(packs, smollm2_dir, tiny_checkpoint,
         assert results["n-samples"]["date_understanding"]["effective"] == 6
         table = pq.read_table(out / name / "samples" / "date_understanding.parquet").to_pylist()
         assert len(table) == 6
-        assert all(len(r["loglikelihoods"]) == len(r["choices"]) == len(json.loads(r["doc"])["choices"]) for r in table)
+        assert all(
+            len(r["loglikelihoods"]) == len(r["choices"]) == len(json.loads(r["doc"])["choices"])
+            for r in table
+        )
         assert all(r["correct"] == float(r["response"] == r["choices"][int(r["target"])]) for r in table)
         acc = results["results"]["date_understanding"]["acc,none"]
         assert acc == sum(r["correct"] for r in table) / 6

@@ -169,3 +169,26 @@ def test_shards_from_another_tokenizer_are_refused(shards, tmp_path, smollm2_mod
     other.write_text((shards / "tokenizer.json").read_text().replace('"<|im_start|>"', '"<|im_begin|>"', 1))
     with pytest.raises(VishwamError, match="tokenized with a different tokenizer"):
         shard_perplexity(smollm2_model, smollm2_tokenizer, shards, other)
+
+
+def test_tokenization_and_chat_template_equal_the_hf_backend(vishwam_lm, hf_lm):
+    for text in [
+        *TEXTS,
+        "Q: 05/01/2021?\nA:",
+        "<|im_start|>user\nHi<|im_end|>\n",
+        " leading space",
+        "héllo wörld 🤖",
+    ]:
+        assert vishwam_lm.tok_encode(text) == hf_lm.tok_encode(text), text
+    assert (
+        vishwam_lm.prefix_token_id == hf_lm.prefix_token_id and vishwam_lm.eot_token_id == hf_lm.eot_token_id
+    )
+    assert vishwam_lm.max_length == hf_lm.max_length
+    history = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Q: What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "Q: What is 3 + 3?"},
+    ]
+    assert vishwam_lm.apply_chat_template(history) == hf_lm.apply_chat_template(history)
+    assert vishwam_lm.apply_chat_template(history[:2]) == hf_lm.apply_chat_template(history[:2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,9 +461,12 @@ def suggest_presets(name: str, n: int = 3) -> list[str]:
     return difflib.get_close_matches(name.lower(), list(PRESETS), n=n, cutoff=0.5)
 
 
-def did_you_mean(name: str) -> str:
-    """' (did you mean a, b or c?)' for the presets close to `name`, or ''."""
-    close = suggest_presets(name)
+def did_you_mean(name: str, names: Iterable[str] | None = None) -> str:
+    """' (did you mean a, b or c?)' for the presets (or `names`) close to `name`, or ''."""
+    if names is None:
+        close = suggest_presets(name)
+    else:
+        close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
     if not close:
         return ""
     either = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"

@@ -13,7 +13,6 @@ and for all checkpoints OUT/report.md, OUT/report.json and OUT/vishwam.json (wha
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import logging
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vishwam_core.config import did_you_mean
 from vishwam_core.errors import VishwamError
 
 Log = Callable[[str], None]
@@ -58,7 +58,7 @@ def check_checkpoint(path: str | Path) -> Path:
 def checkpoint_names(paths: list[Path]) -> list[str]:
     names, seen = [], {}
     for p in paths:
-        base = p.resolve().name
+        base = Path(os.path.abspath(p)).name  # the name as given (a symlink keeps its own name)
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
@@ -103,10 +103,8 @@ def resolve_tasks(tasks: list[str], include_paths: list[Path], log: Log):
         elif t in known:
             resolved.append(t)
         else:
-            close = difflib.get_close_matches(t, sorted(known), n=3, cutoff=0.6)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise VishwamError(
-                f"Unknown task '{t}'{hint}; lm-eval's registry and --include-path do not have it "
+                f"Unknown task '{t}'{did_you_mean(t, known)}; lm-eval's registry and --include-path do not have it "
                 "(`vishwam convert tasks` builds a local pack)."
             )
     return manager, resolved

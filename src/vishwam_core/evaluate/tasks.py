@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vishwam_core.config import did_you_mean
 from vishwam_core.errors import VishwamError
 
 BIGBENCH_SEED = 42  # BIG-bench's default random_seed for choice permutation
@@ -141,13 +142,6 @@ def bigbench_index(tar: tarfile.TarFile) -> dict[str, str]:
     return index
 
 
-def _close_names(name: str, names: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def bigbench_from_tarball(path: Path, names: list[str]) -> list[Task]:
     if not names:
         raise VishwamError(
@@ -163,7 +157,7 @@ def bigbench_from_tarball(path: Path, names: list[str]) -> list[Task]:
         tasks = []
         for name in names:
             if name not in index:
-                raise VishwamError(f"BIG-bench has no task '{name}' in {path}{_close_names(name, index)}.")
+                raise VishwamError(f"BIG-bench has no task '{name}' in {path}{did_you_mean(name, index)}.")
             f = tar.extractfile(index[name])
             text = f.read().decode("utf-8") if f else ""
             tasks.append(bigbench_task(read_json(Path(f"{path.name}:{index[name]}"), text), name))
@@ -188,7 +182,7 @@ def bigbench_from_path(path: Path, names: list[str]) -> list[Task]:
     chosen = names or list(found)
     missing = [n for n in chosen if n not in found]
     if missing:
-        raise VishwamError(f"{path} has no BIG-bench task '{missing[0]}'{_close_names(missing[0], found)}.")
+        raise VishwamError(f"{path} has no BIG-bench task '{missing[0]}'{did_you_mean(missing[0], found)}.")
     return [bigbench_task(read_json(found[n]), n) for n in chosen]
 
 
@@ -785,9 +779,13 @@ def build_tasks(
     return tasks, groups, fmt
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
+def _sha256(path: Path) -> str:
+    """A file's sha256; for a directory, the sha256 of its files' relative paths and sha256s, sorted."""
+    if path.is_dir():
+        lines = [
+            f"{p.relative_to(path).as_posix()} {_sha256(p)}\n" for p in sorted(path.rglob("*")) if p.is_file()
+        ]
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
