@@ -22,3 +22,12 @@ STDLIB=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 vishwam convert data "$STDLIB" --tokenizer "$WORK/smollm2" --out "$WORK/stdlib-shards" \
   --include '*.py' --exclude 'site-packages/*' --on-error skip --max-tokens 1000000 --force
 vishwam convert inspect "$WORK/stdlib-shards" --samples 1 --chars 300
+
+echo "== 6. Offline task packs: BIG-bench date understanding (task.json bundled in tests/data) and the example domain pack"
+vishwam convert tasks tests/data/bigbench/date_understanding --out "$WORK/tasks/bigbench" --force
+vishwam convert tasks examples/domain_pack --out "$WORK/tasks/domain" --force
+
+echo "== 7. Report card: lm-eval tasks through the vishwam backend (30 questions per task, to keep it short)"
+# Name more checkpoints after the first for side-by-side columns (e.g. the demo-trained model).
+vishwam eval "$WORK/smollm2" --tasks date_understanding,domain \
+  --include-path "$WORK/tasks/bigbench" --include-path "$WORK/tasks/domain" --limit 30 --out "$WORK/eval"
