@@ -444,3 +444,10 @@ def test_fake_source_batches_resume_exactly():
     it2 = iter(resumed)
     for want in first[3:]:
         np.testing.assert_array_equal(next(it2)["input_ids"], want)
+
+
+def test_single_process_environments_do_not_start_jax_distributed():
+    from vishwam_core.train import maybe_initialize_distributed
+
+    assert maybe_initialize_distributed({}) is False
+    assert maybe_initialize_distributed({"TPU_WORKER_HOSTNAMES": "localhost", "SLURM_NTASKS": "1"}) is False

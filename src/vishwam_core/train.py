@@ -685,6 +685,10 @@ def maybe_initialize_distributed(env: dict[str, str] | None = None) -> bool:
         return False
     import jax
 
+    if jax.distributed.is_initialized():
+        return True
+    # CPU processes need a collectives backend to talk to each other; accelerators bring their own.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit and "JAX_NUM_PROCESSES" in env:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
