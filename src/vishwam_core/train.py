@@ -779,7 +779,11 @@ def checkpoint_manager(run_dir: Path, c: CheckpointSection):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=c.keep, enable_async_checkpointing=c.async_save, step_prefix="step", create=True
+        max_to_keep=c.keep,
+        enable_async_checkpointing=c.async_save,
+        step_prefix="step",
+        create=True,
+        cleanup_tmp_directories=True,  # a kill -9 mid-save leaves a temporary step behind
     )
     return ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).absolute(), options=options)
 
