@@ -58,9 +58,18 @@ class FakeLoader:
         return self.arrays["input_ids"].shape[1] - 1
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
+        return {
+            "epoch": self.epoch,
+            "index": self.index,
+            "seed": self.seed,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+        }
 
     def load_state_dict(self, d: dict) -> None:
+        # As the real loader: a state only resumes the process (and settings) that saved it.
+        for key in ("seed", "process_index", "process_count"):
+            assert d[key] == getattr(self, key), f"loader state of another {key}"
         self.epoch, self.index = int(d["epoch"]), int(d["index"])
 
     def __iter__(self):

@@ -254,6 +254,19 @@ def test_sft_needs_a_loss_mask():
         prepare_batch(_batch(), 16, "sft")
 
 
+def test_lm_objective_skips_padding():
+    raw = _batch(b=2, t=6)
+    raw["loss_mask"] = np.array([[1] * 7, [1, 1, 1, 1, 0, 0, 0]], np.uint8)  # row 2 ends in padding
+    text = prepare_batch(raw, 6, "lm", mask_is_padding=True)
+    np.testing.assert_array_equal(text["weights"], [[1] * 6, [1, 1, 1, 0, 0, 0]])
+    # Chat shards: loss_mask marks replies, not padding; lm trains on prompts too.
+    chat = prepare_batch(raw, 6, "lm", mask_is_padding=False)
+    np.testing.assert_array_equal(chat["weights"], np.ones((2, 6)))
+    raw["segment_ids"] = np.array([[1] * 7, [1, 1, 1, 1, 0, 0, 0]], np.int32)
+    padded = prepare_batch(raw, 6, "lm", mask_is_padding=False)
+    np.testing.assert_array_equal(padded["weights"], [[1] * 6, [1, 1, 1, 0, 0, 0]])
+
+
 def test_lm_objective_skips_targets_across_packed_documents():
     raw = _batch(b=1, t=8)
     raw["segment_ids"] = np.array([[1, 1, 1, 2, 2, 2, 2, 3, 3]], np.int32)
@@ -440,7 +453,7 @@ def test_fake_source_batches_resume_exactly():
     resumed = src.loader(
         "train", batch_size=8, seed=3, process_index=0, process_count=1, prefetch=0, state=None
     )
-    resumed.load_state_dict({"epoch": 0, "index": 3})
+    resumed.load_state_dict({**a.state_dict(), "epoch": 0, "index": 3})
     it2 = iter(resumed)
     for want in first[3:]:
         np.testing.assert_array_equal(next(it2)["input_ids"], want)

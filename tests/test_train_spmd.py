@@ -135,28 +135,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_hosts_each_reading_their_own_rows_give_the_single_device_losses(runs, tmp_path):
-    """Two processes x 4 CPU devices joined by jax.distributed (gloo): each loads only its half of every
-    global batch, and the run equals the single-device one."""
-    single, _ = runs
-    spec = tmp_path / "spec.json"
-    run_dir = tmp_path / "run"
-    spec.write_text(
-        json.dumps(
-            {
-                "flags": {
-                    "model": {"name": "test"},
-                    "data": {"path": "fake", "batch_size": 8},
-                    "optim": {"schedule": "constant"},
-                    "out": str(run_dir),
-                    "steps": 5,
-                    "mesh": {"spec": "data=2,tensor=4"},
-                    "checkpoint": {"async_save": False},
-                },
-                "cache": str(ROOT / ".pytest_cache" / "jax_cache"),
-            }
-        )
-    )
+def _two_hosts(spec: Path) -> list[dict]:
+    """Run tests/fake_shards.py SPEC as two jax.distributed processes of 4 CPU devices each."""
     port = _free_port()
     procs = []
     for i in range(2):
@@ -181,8 +161,35 @@ def test_two_hosts_each_reading_their_own_rows_give_the_single_device_losses(run
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    assert [s["devices"] for s in summaries] == [8, 8]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def test_two_hosts_reading_their_own_rows_train_and_resume_as_one_device(runs, tmp_path):
+    """Two processes x 4 CPU devices joined by jax.distributed (gloo): each loads only its half of every
+    global batch; 3 steps, then a resume (each process restoring its own loader state) to 5, equal
+    the single-device run."""
+    single, _ = runs
+    run_dir = tmp_path / "run"
+
+    def spec(steps: int, resume: bool) -> Path:
+        path = tmp_path / f"spec{steps}.json"
+        flags = {
+            "model": {"name": "test"},
+            "data": {"path": "fake", "batch_size": 8},
+            "optim": {"schedule": "constant"},
+            "out": str(run_dir),
+            "steps": steps,
+            "mesh": {"spec": "data=2,tensor=4"},
+            "checkpoint": {"async_save": False},
+        }
+        cache = str(ROOT / ".pytest_cache" / "jax_cache")
+        path.write_text(json.dumps({"flags": flags, "resume": resume, "cache": cache}))
+        return path
+
+    first = _two_hosts(spec(3, resume=False))
+    assert [s["devices"] for s in first] == [8, 8] and [s["step"] for s in first] == [3, 3]
+    second = _two_hosts(spec(5, resume=True))
+    assert [s["step"] for s in second] == [5, 5]
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     want = single["data=1"]["losses"]
     assert len(losses) == 5

@@ -545,23 +545,26 @@ def _update_count(opt_state):
     raise RuntimeError("optimizer state has no update count")
 
 
-def prepare_batch(raw: dict[str, np.ndarray], seq_len: int, objective: str) -> dict[str, np.ndarray]:
+def prepare_batch(
+    raw: dict[str, np.ndarray], seq_len: int, objective: str, mask_is_padding: bool = True
+) -> dict[str, np.ndarray]:
     """Loader rows (B, seq_len + 1) -> inputs, targets and target weights (B, seq_len).
 
-    lm: every target counts; sft: only targets the loss mask marks. Either way a target that belongs
-    to the next packed document (its segment differs from the input's) does not count."""
+    sft: only targets the loss mask marks. lm: every target except padding; the loss mask marks exactly
+    the padding when `mask_is_padding` (plain-text shards), else padding is segment 0. Either way a
+    target in another packed document than its input (or in padding, segment 0) does not count."""
     ids = raw["input_ids"][:, : seq_len + 1]  # (B, T + 1)
     out = {"inputs": ids[:, :-1].astype(np.int32), "targets": ids[:, 1:].astype(np.int32)}
     weights = np.ones(out["targets"].shape, np.float32)
-    if objective == "sft":
+    if objective == "sft" or (mask_is_padding and "loss_mask" in raw):
         if "loss_mask" not in raw:
             raise VishwamError(
                 "--objective sft needs shards with a loss_mask (chat/instruct data); these have none."
             )
         weights *= raw["loss_mask"][:, 1 : seq_len + 1].astype(np.float32)
     if "segment_ids" in raw:
-        seg = raw["segment_ids"][:, : seq_len + 1]
-        weights *= (seg[:, 1:] == seg[:, :-1]).astype(np.float32)
+        seg = raw["segment_ids"][:, : seq_len + 1]  # (B, T + 1)
+        weights *= ((seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)).astype(np.float32)
         out["segment_ids"] = seg[:, :-1].astype(np.int32)
     if "positions" in raw:
         out["positions"] = raw["positions"][:, :seq_len].astype(np.int32)
@@ -602,8 +605,11 @@ class DataSource:
         return p if p.is_absolute() else self.directory / p
 
     @property
-    def manifest_hash(self) -> str | None:
-        return self.manifest.get("hash") or self.manifest.get("sha256")
+    def manifest_hash(self) -> str:
+        """sha256 of manifest.json, which lists every shard file with its own sha256."""
+        from vishwam_core.checkpoint import file_sha256
+
+        return file_sha256(self.directory / "manifest.json")
 
 
 def check_data_fits(cfg: ModelConfig, source, init_from: str | None, seq_len: int) -> None:
@@ -802,13 +808,31 @@ def existing_checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def _save(mngr, step: int, state, loader_state: dict[str, Any]) -> None:
+    """The train state, and every process's loader state (each reads its own rows)."""
     import orbax.checkpoint as ocp
 
+    loaders = {"processes": _gather_json(loader_state)}
     mngr.save(
         step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(loader_state)),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(loaders)),
         force=True,
     )
+
+
+def _gather_json(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON-able dict from every process, in process order (a no-op with one process)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [d]
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(d).encode(), np.uint8)
+    n = int(np.max(multihost_utils.process_allgather(np.array([raw.size], np.int32))))
+    buf = np.zeros(n, np.uint8)
+    buf[: raw.size] = raw
+    rows = multihost_utils.process_allgather(buf)  # (P, n); JSON holds no NUL bytes
+    return [json.loads(bytes(row).rstrip(b"\0")) for row in np.asarray(rows)]
 
 
 def _restore(mngr, step: int, target):
@@ -837,13 +861,22 @@ class Trainer:
     `init_state()` builds the train state in its shardings and compiles-on-first-call `step_fn`
     (train_step with the state donated and its shardings pinned) and `eval_fn`."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: RunConfig, mesh, steps: int, seq_len: int):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: RunConfig,
+        mesh,
+        steps: int,
+        seq_len: int,
+        mask_is_padding: bool = True,
+    ):
         import jax
         from flax import nnx
 
         from vishwam_core.model import abstract_model
 
         self.model_cfg, self.cfg, self.mesh, self.steps, self.seq_len = model_cfg, cfg, mesh, steps, seq_len
+        self.mask_is_padding = mask_is_padding
         self.graphdef, abstract = nnx.split(abstract_model(model_cfg))
         self.abstract_params = nnx.to_pure_dict(abstract)
         self.meta = params_metadata(model_cfg)
@@ -890,7 +923,7 @@ class Trainer:
         """This process's loader rows -> global batch arrays sharded over (data, fsdp)."""
         import jax
 
-        b = prepare_batch(raw, self.seq_len, self.cfg.data.objective)
+        b = prepare_batch(raw, self.seq_len, self.cfg.data.objective, self.mask_is_padding)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, v) for k, v in b.items()}
 
 
@@ -942,7 +975,9 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-    trainer = Trainer(model_cfg, cfg, mesh, steps, seq_len)
+    # Text shards mark only padding in loss_mask; chat/instruct shards mark the replies.
+    mask_is_padding = source.manifest.get("format", "text") == "text"
+    trainer = Trainer(model_cfg, cfg, mesh, steps, seq_len, mask_is_padding)
     with jax.set_mesh(mesh):
         state = trainer.init_state()
         mngr = checkpoint_manager(run_dir, cfg.checkpoint)
@@ -950,7 +985,13 @@ def train(
         start = 0
         if resume and existing:
             latest = mngr.latest_step()
-            state, loader_state = _restore(mngr, latest, state)
+            state, loaders = _restore(mngr, latest, state)
+            if len(loaders["processes"]) != pcount:
+                raise VishwamError(
+                    f"The checkpoint at step {latest} was written by {len(loaders['processes'])} processes; "
+                    f"resume with as many (this job has {pcount}) so each reads the same rows again."
+                )
+            loader_state = loaders["processes"][pindex]
             start = int(state["step"])
             log(f"Resumed {run_dir} from step {start}.")
         elif resume:
