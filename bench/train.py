@@ -184,7 +184,7 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "from vishwam_core.train import peak_flops_per_device; print(peak_flops_per_device('f32')[0])",
+            "from vishwam_core.analysis import cpu_peak_flops; print(cpu_peak_flops()['flops'])",
         ],
         capture_output=True,
         text=True,

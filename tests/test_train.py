@@ -29,7 +29,6 @@ from vishwam_core.train import (
     loss_and_grads,
     make_schedule,
     params_metadata,
-    peak_flops_per_device,
     prepare_batch,
     read_metrics,
     resolve_model_config,
@@ -434,15 +433,16 @@ def test_batch_must_divide_over_the_mesh_and_micro_batches(tmp_path):
 
 
 # ---- MFU ---------------------------------------------------------------------------------------
-def test_cpu_peak_is_measured_once_and_cached(tmp_path):
-    peak, source = peak_flops_per_device("f32", cache_dir=tmp_path)
-    assert peak > 1e8 and "measured" in source
-    cache = tmp_path / "vishwam" / "peak_flops.json"
-    table = json.loads(cache.read_text())
-    (key,) = table
-    table[key] = 123.0
-    cache.write_text(json.dumps(table))
-    assert peak_flops_per_device("f32", cache_dir=tmp_path)[0] == 123.0
+def test_mfu_divides_train_flops_by_the_cpu_peak(tmp_path, monkeypatch):
+    from vishwam_core.analysis import flops_per_token
+
+    monkeypatch.setenv("VISHWAM_CPU_PEAK_FLOPS", "2e11")
+    summary, _ = run(tmp_path, steps=3)
+    assert (
+        summary["peak_flops_per_device"] == 2e11 and "VISHWAM_CPU_PEAK_FLOPS" in summary["peak_flops_source"]
+    )
+    for r in read_metrics(tmp_path / "run")[1:]:
+        assert r["mfu"] == pytest.approx(flops_per_token(TEST, 32)["train"] * r["tokens_per_s"] / 2e11)
 
 
 def test_fake_source_batches_resume_exactly():

@@ -722,62 +722,21 @@ def check_batch_layout(batch_size: int, grad_accum: int, mesh_sizes: dict[str, i
 
 
 # ---- peak FLOP/s for MFU ------------------------------------------------------------------------------
-# Dense peak per chip (FLOP/s) by precision, from vendor spec sheets.
-KNOWN_PEAKS = {
-    "TPU v4": {"bf16": 275e12, "f32": 275e12 / 4},
-    "TPU v5 lite": {"bf16": 197e12, "f32": 197e12 / 4},
-    "TPU v5p": {"bf16": 459e12, "f32": 459e12 / 4},
-    "TPU v6 lite": {"bf16": 918e12, "f32": 918e12 / 4},
-    "NVIDIA H100": {"bf16": 989e12, "f32": 67e12},
-    "NVIDIA H200": {"bf16": 989e12, "f32": 67e12},
-    "NVIDIA A100": {"bf16": 312e12, "f32": 19.5e12},
-}
-
-
-def peak_flops_per_device(precision: str = "f32", cache_dir: str | Path | None = None) -> tuple[float, str]:
-    """(FLOP/s, where it came from). Known accelerators from the table; anything else (the CPU) by
-    timing a jitted 2048^2 matmul once, cached in ~/.cache/vishwam/peak_flops.json."""
+def device_peak_flops() -> tuple[float | None, str]:
+    """(FLOP/s per device, where it came from): analysis's published table for accelerators, and on CPU
+    its f32 matmul peak, measured once per machine and cached (or $VISHWAM_CPU_PEAK_FLOPS)."""
     import jax
+
+    from vishwam_core.analysis import accelerator_for_device, cpu_peak_flops
 
     dev = jax.devices()[0]
-    for kind, peaks in KNOWN_PEAKS.items():
-        if dev.device_kind.startswith(kind):
-            return peaks[precision], f"spec sheet ({dev.device_kind})"
-    cache_dir = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vishwam"
-    cache = cache_dir / "peak_flops.json"
-    key = f"{dev.platform}:{dev.device_kind}:{os.cpu_count()}:{precision}"
-    table = {}
-    if cache.exists():
-        try:
-            table = json.loads(cache.read_text())
-        except json.JSONDecodeError:
-            table = {}
-    if key not in table:
-        table[key] = measure_matmul_flops(precision)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=2) + "\n")
-        os.replace(tmp, cache)
-    return float(table[key]), f"measured matmul ({cache})"
-
-
-def measure_matmul_flops(precision: str = "f32", n: int = 2048, reps: int = 7) -> float:
-    """FLOP/s of a jitted n x n matmul, best of `reps` (bf16 inputs accumulate in f32).
-
-    The best rather than the median: on a shared machine other load only ever slows a repetition."""
-    import jax
-    import jax.numpy as jnp
-
-    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
-    a = jnp.ones((n, n), dtype)
-    mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-    mm(a, a).block_until_ready()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        mm(a, a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times)
+    if dev.platform == "cpu":
+        peak = cpu_peak_flops()
+        return peak["flops"], f"CPU f32 matmul, {peak['source']}"
+    acc = accelerator_for_device(dev.device_kind)
+    if acc is None:
+        return None, f"no published peak for '{dev.device_kind}'"
+    return acc.peak_flops, acc.source
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------
@@ -1016,8 +975,7 @@ def train(
         loader = source.loader("train", **loader_kw, seed=cfg.data.seed, state=loader_state)
         batches: Iterator = iter(loader)
         train_flops = flops_per_token(model_cfg, seq_len)["train"]
-        peak, peak_source = peak_flops_per_device(cfg.model.precision)
-        peak_total = peak * jax.device_count()
+        peak, peak_source = device_peak_flops()
         tokens_per_step = cfg.data.batch_size * seq_len
 
         stop = _Stop()
@@ -1075,7 +1033,8 @@ def train(
                 }
                 if timed_steps:  # throughput from steady-state steps only (the first one compiles)
                     last["tokens_per_s"] = tokens_per_step / step_s
-                    last["mfu"] = train_flops * last["tokens_per_s"] / peak_total
+                    if peak is not None:
+                        last["mfu"] = train_flops * last["tokens_per_s"] / (peak * jax.device_count())
                 if cfg.cost_per_hour is not None:
                     last["cost"] = elapsed / 3600 * cfg.cost_per_hour
                     last["est_total_cost"] = (elapsed + last["remaining_s"]) / 3600 * cfg.cost_per_hour
