@@ -464,3 +464,35 @@ def test_single_process_environments_do_not_start_jax_distributed():
 
     assert maybe_initialize_distributed({}) is False
     assert maybe_initialize_distributed({"TPU_WORKER_HOSTNAMES": "localhost", "SLURM_NTASKS": "1"}) is False
+
+
+def test_init_from_continues_from_the_exported_weights(basic_run, tmp_path):
+    summary, cfg, run_dir = basic_run
+    over = {"model": {"name": None, "init_from": str(run_dir / "model")}, "eval_every": 2, "steps": 2}
+    cont, _ = run(tmp_path, **over)
+    first = read_metrics(tmp_path / "run")[0]
+    assert first["step"] == 0 and first["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    lineage = json.loads((tmp_path / "run" / "model" / "vishwam.json").read_text())
+    assert lineage["parent"] == str(run_dir / "model")
+    with pytest.raises(VishwamError, match="different architecture than --model demo"):
+        run(tmp_path / "x", model={"name": "demo", "init_from": str(run_dir / "model")})
+
+
+def test_log_every_time_based_saves_and_periodic_exports(tmp_path):
+    over = dict(
+        steps=5,
+        log_every=2,
+        checkpoint={"every_steps": None, "every_minutes": 1e-6, "keep": 10, "export_every": 2},
+    )
+    summary, _ = run(tmp_path, **over)
+    run_dir = tmp_path / "run"
+    assert [r["step"] for r in read_metrics(run_dir)] == [2, 4, 5]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"step_{i}" for i in range(1, 6)]
+    assert sorted(p.name for p in (run_dir / "exports").iterdir()) == ["step_2", "step_4"]
+    assert json.loads((run_dir / "exports" / "step_4" / "vishwam.json").read_text())["step"] == 4
+
+
+def test_seed_changes_the_initialisation(tmp_path):
+    a, _ = run(tmp_path / "a", steps=1, seed=0)
+    b, _ = run(tmp_path / "b", steps=1, seed=1)
+    assert a["loss"] != b["loss"]
