@@ -962,15 +962,9 @@ def train(
         )
 
         def evaluate() -> dict[str, float]:
-            val = source.loader(cfg.data.val_split, **loader_kw, seed=0, state=None)
-            it = iter(val)
-            nll = count = 0.0
-            for _ in range(cfg.eval_batches):
-                n, c = trainer.eval_fn(state["params"], trainer.to_global(next(it)))
-                nll, count = nll + float(n), count + float(c)
-            _close(val)
-            loss = nll / max(count, 1.0)
-            return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0))}
+            return evaluate_loss(
+                trainer, state["params"], source, cfg.data.val_split, cfg.eval_batches, loader_kw
+            )
 
         loader = source.loader("train", **loader_kw, seed=cfg.data.seed, state=loader_state)
         batches: Iterator = iter(loader)
@@ -988,12 +982,10 @@ def train(
         status = "completed"
         last = {}
         first_val = next((m for m in history if "val_loss" in m), None)
-        val = None
         metrics_file = open(metrics_path if is_main else os.devnull, "a")
         try:
             if cfg.eval_every and start == 0:
-                val = evaluate()
-                first_val = {"step": 0, **val}
+                first_val = {"step": 0, **evaluate()}
                 _write(metrics_file, first_val)
             step = start
             while step < steps:
@@ -1020,26 +1012,16 @@ def train(
                         )
                     log(f"Step {step}: non-finite loss or gradient, update skipped ({bad_steps} so far).")
                 step_s = timed_seconds / timed_steps if timed_steps else dt
-                elapsed = time.monotonic() - t0
-                last = {
-                    "step": step,
-                    "loss": float(m["loss"]),
-                    "ppl": math.exp(min(float(m["loss"]), 700.0)),
-                    "lr": float(m["lr"]),
-                    "grad_norm": float(m["grad_norm"]),
-                    "tokens": step * tokens_per_step,
-                    "elapsed_s": elapsed,
-                    "remaining_s": (steps - step) * step_s,
-                }
-                if timed_steps:  # throughput from steady-state steps only (the first one compiles)
-                    last["tokens_per_s"] = tokens_per_step / step_s
-                    if peak is not None:
-                        last["mfu"] = train_flops * last["tokens_per_s"] / (peak * jax.device_count())
+                last = step_record(
+                    m, step, steps, tokens_per_step, step_s, time.monotonic() - t0, bool(timed_steps)
+                )
+                if timed_steps and peak is not None:
+                    last["mfu"] = train_flops * last["tokens_per_s"] / (peak * jax.device_count())
                 if cfg.cost_per_hour is not None:
-                    last["cost"] = elapsed / 3600 * cfg.cost_per_hour
-                    last["est_total_cost"] = (elapsed + last["remaining_s"]) / 3600 * cfg.cost_per_hour
-                if not bool(m["ok"]):
-                    last["skipped"] = True
+                    last["cost"] = last["elapsed_s"] / 3600 * cfg.cost_per_hour
+                    last["est_total_cost"] = (
+                        (last["elapsed_s"] + last["remaining_s"]) / 3600 * cfg.cost_per_hour
+                    )
                 if step % cfg.log_every == 0 or step == steps or not bool(m["ok"]):
                     _write(metrics_file, last)
                 if cfg.eval_every and (step % cfg.eval_every == 0 or step == steps):
@@ -1049,15 +1031,8 @@ def train(
                 if on_step is not None:
                     on_step({**last, "total_steps": steps})
                 ck = cfg.checkpoint
-                due = (
-                    step == steps
-                    or stop.signum is not None
-                    or (ck.every_steps is not None and step % ck.every_steps == 0)
-                    or (
-                        ck.every_minutes is not None and time.monotonic() - last_save >= 60 * ck.every_minutes
-                    )
-                )
-                if due:
+                final = step == steps or stop.signum is not None
+                if final or save_due(ck, step, time.monotonic() - last_save):
                     _save(mngr, step, state, loader_after)
                     last_save = time.monotonic()
                 if ck.export_every and step % ck.export_every == 0 and step != steps:
@@ -1100,6 +1075,47 @@ def train(
             summary["plot"] = str(plot_metrics(metrics_path, run_dir / PLOT_NAME))
         summary["signal"] = stop.signum
         return summary
+
+
+def evaluate_loss(trainer: Trainer, params, source, split: str, batches: int, loader_kw) -> dict[str, float]:
+    """Token-weighted loss and perplexity over the first `batches` batches of `split` (the same ones
+    every time: a fresh loader with seed 0)."""
+    val = source.loader(split, **loader_kw, seed=0, state=None)
+    it = iter(val)
+    nll = count = 0.0
+    for _ in range(batches):
+        n, c = trainer.eval_fn(params, trainer.to_global(next(it)))
+        nll, count = nll + float(n), count + float(c)
+    _close(val)
+    loss = nll / max(count, 1.0)
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0))}
+
+
+def step_record(m, step: int, steps: int, tokens_per_step: int, step_s: float, elapsed: float, steady: bool):
+    """One metrics.jsonl line from the step's device metrics. Throughput only from steady-state steps:
+    the first step of a process includes compilation."""
+    loss = float(m["loss"])
+    rec = {
+        "step": step,
+        "loss": loss,
+        "ppl": math.exp(min(loss, 700.0)),
+        "lr": float(m["lr"]),
+        "grad_norm": float(m["grad_norm"]),
+        "tokens": step * tokens_per_step,
+        "elapsed_s": elapsed,
+        "remaining_s": (steps - step) * step_s,
+    }
+    if steady:
+        rec["tokens_per_s"] = tokens_per_step / step_s
+    if not bool(m["ok"]):
+        rec["skipped"] = True
+    return rec
+
+
+def save_due(ck: CheckpointSection, step: int, seconds_since_save: float) -> bool:
+    if ck.every_steps is not None and step % ck.every_steps == 0:
+        return True
+    return ck.every_minutes is not None and seconds_since_save >= 60 * ck.every_minutes
 
 
 def _initial_params(model_cfg: ModelConfig, cfg: RunConfig, shardings):
