@@ -496,3 +496,11 @@ def test_seed_changes_the_initialisation(tmp_path):
     a, _ = run(tmp_path / "a", steps=1, seed=0)
     b, _ = run(tmp_path / "b", steps=1, seed=1)
     assert a["loss"] != b["loss"]
+
+
+def test_special_token_ids_follow_the_shards_tokenizer():
+    from vishwam_core.train import with_data_special_tokens
+
+    assert with_data_special_tokens(TEST, {"seq_len": 8}) == TEST
+    cfg = with_data_special_tokens(TEST, {"tokenizer": {"bos_id": 5, "eos_id": 6, "pad_id": 0}})
+    assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (5, 6, 0)

@@ -150,13 +150,14 @@ def pretrain(
         f"Training {cfg.model.name or cfg.model.init_from} on {cfg.data.path} -> {cfg.out} "
         f"({cfg.steps or cfg.tokens} {'steps' if cfg.steps else 'tokens'})"
     )
-    with output.progress("train") as advance:
+    with output.progress("step", total=cfg.steps) as advance:
         seen = {"step": None}
 
         def on_step(m: dict[str, Any]) -> None:
-            done = m["step"] - (seen["step"] if seen["step"] is not None else m["step"] - 1)
+            # A resumed run starts past 0: the first report advances the bar to where the run is.
+            done = m["step"] - (seen["step"] if seen["step"] is not None else 0)
             seen["step"] = m["step"]
-            info = f"step {m['step']}/{m['total_steps']} loss {m['loss']:.4f}"
+            info = f"loss {m['loss']:.4f}"
             if "tokens_per_s" in m:
                 info += f" {m['tokens_per_s']:,.0f} tok/s MFU {m['mfu']:.1%}"
             if "val_loss" in m:

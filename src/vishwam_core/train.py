@@ -641,6 +641,15 @@ def check_data_fits(cfg: ModelConfig, source, init_from: str | None, seq_len: in
         )
 
 
+def with_data_special_tokens(cfg: ModelConfig, manifest: dict[str, Any]) -> ModelConfig:
+    """The model's bos/eos/pad ids as the shards' tokenizer defines them, so an export generates and
+    stops with the tokenizer it ships with."""
+    tok = manifest.get("tokenizer") or {}
+    ids = {"bos_token_id": "bos_id", "eos_token_id": "eos_id", "pad_token_id": "pad_id"}
+    changes = {field: tok[key] for field, key in ids.items() if key in tok}
+    return cfg.replace(**changes) if changes else cfg
+
+
 # ---- sharding -------------------------------------------------------------------------------------
 def param_shardings(meta: dict[str, Any], shapes: dict[str, Any], mesh) -> dict[str, Any]:
     """NamedSharding per parameter from its logical axes, checking every sharded dim divides."""
@@ -927,6 +936,7 @@ def train(
     source = source if source is not None else DataSource(cfg.data.path)
     seq_len = cfg.data.seq_len or int(source.manifest["seq_len"])
     check_data_fits(model_cfg, source, cfg.model.init_from, seq_len)
+    model_cfg = with_data_special_tokens(model_cfg, source.manifest)
     steps = total_steps(cfg, seq_len)
 
     is_main = pindex == 0
