@@ -32,6 +32,7 @@ def test_flags_become_overrides_and_win_over_the_config_file(tmp_path):
         lr=0.01,
         decay_exclude="norms, embeddings",
         grad_clip=0.0,
+        eval_every=0,
         mesh="data=1",
         save_every=3,
         async_save=False,
@@ -41,6 +42,7 @@ def test_flags_become_overrides_and_win_over_the_config_file(tmp_path):
     cfg = resolve_run_config(over, config_file=file)
     assert (cfg.optim.lr, cfg.optim.b1, cfg.data.batch_size) == (0.01, 0.8, 4)
     assert cfg.optim.decay_exclude == ["norms", "embeddings"] and cfg.optim.grad_clip is None
+    assert cfg.eval_every is None
     assert (cfg.checkpoint.every_steps, cfg.checkpoint.async_save, cfg.steps) == (3, False, 7)
 
 

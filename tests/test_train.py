@@ -427,6 +427,13 @@ def test_data_that_does_not_fit_the_model_is_refused(tmp_path):
         run(tmp_path, data={"seq_len": 64})
 
 
+def test_validation_needs_a_val_split(tmp_path):
+    src = markov_source()
+    src.manifest["splits"] = {"train": {}}
+    with pytest.raises(VishwamError, match="no 'val' split to validate on .* --eval-every 0"):
+        run(tmp_path, source=src, eval_every=2)
+
+
 def test_batch_must_divide_over_the_mesh_and_micro_batches(tmp_path):
     with pytest.raises(VishwamError, match="does not split into 3 micro-batches"):
         run(tmp_path, optim={"grad_accum": 3})

@@ -60,8 +60,8 @@ def overrides_from_flags(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if name == "decay_exclude":
             value = [v.strip() for v in value.split(",") if v.strip()]
-        elif name == "grad_clip" and value == 0:
-            value = None  # --grad-clip 0 turns clipping off
+        elif name in ("grad_clip", "eval_every", "save_every", "export_every") and value == 0:
+            value = None  # 0 turns clipping, validation, step-based saves or exports off
         elif isinstance(value, Path):
             value = str(value)
         node = out
@@ -113,9 +113,11 @@ def pretrain(
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     z_loss: Annotated[float | None, typer.Option(help="Weight of the z-loss (0: off).")] = None,
     seed: Annotated[int | None, typer.Option(help="Initialisation seed.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Validation loss every N steps.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validation loss every N steps (0: off).")] = None,
     eval_batches: Annotated[int | None, typer.Option(help="Batches per validation.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (0: only by time and at the end).")
+    ] = None,
     save_every_minutes: Annotated[float | None, typer.Option(help="Also checkpoint every M minutes.")] = None,
     keep: Annotated[int | None, typer.Option(help="Checkpoints to keep.")] = None,
     async_save: Annotated[

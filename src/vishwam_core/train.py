@@ -937,6 +937,12 @@ def train(
     seq_len = cfg.data.seq_len or int(source.manifest["seq_len"])
     check_data_fits(model_cfg, source, cfg.model.init_from, seq_len)
     model_cfg = with_data_special_tokens(model_cfg, source.manifest)
+    splits = source.manifest.get("splits")
+    if cfg.eval_every and splits is not None and cfg.data.val_split not in splits:
+        raise VishwamError(
+            f"The shards have no '{cfg.data.val_split}' split to validate on (they have "
+            f"{', '.join(splits)}); pass --eval-every 0 or re-convert them with a validation fraction."
+        )
     steps = total_steps(cfg, seq_len)
 
     is_main = pindex == 0
