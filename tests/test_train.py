@@ -429,8 +429,11 @@ def test_data_that_does_not_fit_the_model_is_refused(tmp_path):
 
 def test_validation_needs_a_val_split(tmp_path):
     src = markov_source()
-    src.manifest["splits"] = {"train": {}}
-    with pytest.raises(VishwamError, match="no 'val' split to validate on .* --eval-every 0"):
+    src.manifest["splits"] = {"train": {"rows": 256}}
+    with pytest.raises(VishwamError, match="no 'val' rows to validate on .* --eval-every 0"):
+        run(tmp_path, source=src, eval_every=2)
+    src.manifest["splits"] = {"train": {"rows": 256}, "val": {"rows": 0}}
+    with pytest.raises(VishwamError, match="no 'val' rows to validate on"):
         run(tmp_path, source=src, eval_every=2)
 
 

@@ -938,9 +938,9 @@ def train(
     check_data_fits(model_cfg, source, cfg.model.init_from, seq_len)
     model_cfg = with_data_special_tokens(model_cfg, source.manifest)
     splits = source.manifest.get("splits")
-    if cfg.eval_every and splits is not None and cfg.data.val_split not in splits:
+    if cfg.eval_every and splits is not None and not splits.get(cfg.data.val_split, {}).get("rows", 0):
         raise VishwamError(
-            f"The shards have no '{cfg.data.val_split}' split to validate on (they have "
+            f"The shards have no '{cfg.data.val_split}' rows to validate on (splits: "
             f"{', '.join(splits)}); pass --eval-every 0 or re-convert them with a validation fraction."
         )
     steps = total_steps(cfg, seq_len)
