@@ -22,3 +22,16 @@ STDLIB=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 vishwam convert data "$STDLIB" --tokenizer "$WORK/smollm2" --out "$WORK/stdlib-shards" \
   --include '*.py' --exclude 'site-packages/*' --on-error skip --max-tokens 1000000 --force
 vishwam convert inspect "$WORK/stdlib-shards" --samples 1 --chars 300
+
+echo "== 6. Train an 8192-token BPE on the same source and shard it again at 256 tokens per row"
+vishwam convert tokenizer "$STDLIB" --include '*.py' --exclude 'site-packages/*' --on-error skip \
+  --vocab-size 8192 --max-documents 2000 --out "$WORK/tok8k" --force --quiet
+vishwam convert data "$STDLIB" --tokenizer "$WORK/tok8k" --out "$WORK/stdlib-8k" \
+  --include '*.py' --exclude 'site-packages/*' --on-error skip --seq-len 256 --max-tokens 2000000 --force
+
+echo "== 7. Pretrain the demo preset (5M parameters) on them for a minute: metrics, checkpoints, HF export"
+vishwam pretrain --data "$WORK/stdlib-8k" --model demo --out "$WORK/demo-run" \
+  --steps 40 --batch-size 8 --warmup-steps 10 --eval-every 20 --force
+
+echo "== 8. Complete code with the freshly trained model"
+vishwam generate "$WORK/demo-run/model" --prompt "def " --max-tokens 32

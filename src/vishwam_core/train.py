@@ -6,8 +6,12 @@ Contract:
   applies the fixed precedence defaults -> run preset (by model preset name) -> config file -> flags, and
   `train()` writes the resolved config to `RUN_DIR/config.json`.
 - The train state is a plain pytree `{"params", "opt_state", "step", "rng"}` (params as a pure dict of
-  arrays); the model is split once and `train_step` (a module-level function) is jitted where it is
-  called, with the state donated and its shardings pinned.
+  arrays; `rng` advances every step for objectives that sample, as distillation and RLHF will; lm and
+  sft draw nothing from it); the model is split once and `train_step` (a module-level function) is
+  jitted where it is called, with the state donated and its shardings pinned.
+- Restore order (one place): build the fresh state in its shardings, then orbax restores every array
+  into those shardings (any mesh), then each process reloads its own loader position, then
+  metrics.jsonl is cut back to the restored step.
 - Parameters are sharded by their `logical_axes` metadata through `sharding.logical_to_mesh` (the one
   rules table); the batch spreads over (data, fsdp). Each process reads its own rows of the global batch.
 - Checkpoints (orbax, `RUN_DIR/checkpoints/step_N`) hold the train state and the loader's `state_dict()`;
