@@ -4,7 +4,8 @@ on the same config, the same token batches and the same update (AdamW, global-no
 Each side runs in its own child process (so thread pools and allocators do not mix) with 2 threads;
 the parent drives them in alternating rounds of a few steps, so load from anything else on the machine
 falls on both alike. Reports tokens/s (median step), MFU against the CPU's measured f32 matmul peak
-(the one `vishwam pretrain` uses) and the ratio.
+(the one `vishwam pretrain` uses), CPU seconds per step, the ratios and the load average (the
+machines are shared: quote ratios from one run).
 
     .venv/bin/python bench/train.py [--preset demo] [--batch 8] [--seq 256] [--rounds 6] [--steps 4] [--json]
 """
@@ -52,14 +53,15 @@ with jax.set_mesh(mesh):
     for line in sys.stdin:
         if line.startswith("quit"):
             break
-        times = []
+        times, cpu = [], []
         for _ in range(int(line.split()[1])):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             state, m = tr.step_fn(state, batches[i % n])
             float(m["loss"])  # the host reads the loss every step, as the training loop does
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             i += 1
-        print(json.dumps({"times": times, "loss": float(m["loss"])}), flush=True)
+        print(json.dumps({"times": times, "cpu": cpu, "loss": float(m["loss"])}), flush=True)
 """
 
 TORCH = r"""
@@ -95,13 +97,14 @@ print("ready", flush=True)
 for line in sys.stdin:
     if line.startswith("quit"):
         break
-    times = []
+    times, cpu = [], []
     for _ in range(int(line.split()[1])):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         loss = step(i)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         i += 1
-    print(json.dumps({"times": times, "loss": loss}), flush=True)
+    print(json.dumps({"times": times, "cpu": cpu, "loss": loss}), flush=True)
 """
 
 
@@ -174,9 +177,12 @@ def main() -> None:
             "transformers": Child(TORCH, [*common, str(THREADS)]),
         }
         times = {k: [] for k in sides}
+        cpu = {k: [] for k in sides}
         for _ in range(args.rounds):
             for name, child in sides.items():
-                times[name] += child.run(args.steps)["times"]
+                r = child.run(args.steps)
+                times[name] += r["times"]
+                cpu[name] += r["cpu"]
         for child in sides.values():
             child.close()
     # The peak `vishwam pretrain` divides by, measured (and cached) under the same 2 threads.
@@ -204,16 +210,28 @@ def main() -> None:
             "step_ms": round(step * 1e3, 1),
             "tokens_per_s": round(tokens / step),
             "mfu": round(train_flops * tokens / step / peak, 3),
+            "cpu_s_per_step": round(float(np.median(cpu[name])), 3),
             "steps_timed": len(ts),
         }
     result["speedup"] = round(result["vishwam"]["tokens_per_s"] / result["transformers"]["tokens_per_s"], 2)
+    # CPU seconds per step: less sensitive than wall time to other load on a shared machine.
+    result["cpu_time_ratio"] = round(
+        result["transformers"]["cpu_s_per_step"] / result["vishwam"]["cpu_s_per_step"], 2
+    )
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for name in sides:
             r = result[name]
-            print(f"{name:>13}: {r['tokens_per_s']:>7,} tokens/s  step {r['step_ms']} ms  MFU {r['mfu']:.3f}")
-        print(f"vishwam / transformers: {result['speedup']}x  (peak {peak / 1e9:.0f} GFLOP/s f32)")
+            print(
+                f"{name:>13}: {r['tokens_per_s']:>7,} tokens/s  step {r['step_ms']} ms  MFU {r['mfu']:.3f}  "
+                f"CPU {r['cpu_s_per_step']} s/step"
+            )
+        print(
+            f"vishwam / transformers: {result['speedup']}x tokens/s, {result['cpu_time_ratio']}x less CPU time "
+            f"(peak {peak / 1e9:.0f} GFLOP/s f32, load average {result['load_average'][0]})"
+        )
 
 
 if __name__ == "__main__":
