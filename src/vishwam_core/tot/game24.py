@@ -527,9 +527,9 @@ class Game24(Task):
                 return line[len("answer:") :].strip()
         return None
 
-    def output_answer(self, x: str, text: str) -> str | None:
+    def output_answer(self, x: str, text: str, kind: str) -> str | None:
         found = self.answer_of(x, text)
-        if found is not None:
+        if found is not None or kind == "cot":  # a CoT answer is its 'Answer:' line, nothing else
             return found
         lines = self.lines(text)  # an IO completion is the expression itself
         return lines[0] if lines else None

@@ -91,7 +91,9 @@ class SearchConfig:
 class ValueCache:
     """Value prompt -> (score, labels); `hits` counts lookups that saved a call."""
 
-    values: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    values: dict[str, tuple[float, list[str], list[str]]] = field(
+        default_factory=dict
+    )  # score, labels, texts
     hits: int = 0
     misses: int = 0
 
@@ -167,6 +169,7 @@ def _generate(
     out = []
     for (run, node), reply in zip(items, replies, strict=True):
         run.charge(reply)
+        node.outputs.extend(reply.texts[: reply.lm_calls])
         x = run.puzzle.input
         steps: list[str] = []
         for text in reply.texts:
@@ -224,6 +227,7 @@ def _evaluate(
             for node, v in zip(nodes, votes, strict=True):
                 node.score = v
                 node.judgements = picks
+                node.value_texts = list(reply.texts[: reply.lm_calls])
         return
     pending: dict[str, int] = {}  # prompt -> index into requests
     askers: list[_Run] = []
@@ -255,13 +259,14 @@ def _evaluate(
     for prompt, i in pending.items():
         askers[i].charge(replies[i])
         x = askers[i].puzzle.input
-        cache.values[prompt] = task.parse_value(x, "", replies[i].texts)
+        score, labels = task.parse_value(x, "", replies[i].texts)
+        cache.values[prompt] = (score, labels, list(replies[i].texts[: replies[i].lm_calls]))
     for _run, node, prompt in todo:
         if prompt is None:
             node.score, node.judgements = 0.0, ["not valued"]
         else:
-            score, labels = cache.values[prompt]
-            node.score, node.judgements = score, list(labels)
+            score, labels, texts = cache.values[prompt]
+            node.score, node.judgements, node.value_texts = score, list(labels), texts
 
 
 # ---- selection --------------------------------------------------------------------------------------
@@ -396,7 +401,7 @@ def sample_baseline(
         root = run.tree.nodes[0]
         leaves = []
         for text in reply.texts[: reply.lm_calls]:  # greedy copies are one completion
-            answer = task.output_answer(x, text)
+            answer = task.output_answer(x, text, kind)
             leaf = run.tree.add(root, text.strip() + "\n", text.strip(), final=answer is not None)
             leaves.append((leaf, answer))
         for leaf, _ in leaves:

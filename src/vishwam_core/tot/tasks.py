@@ -91,8 +91,8 @@ class Task(ABC):
     @abstractmethod
     def cot_prompt(self, x: str) -> str: ...
 
-    def output_answer(self, x: str, text: str) -> str | None:
-        """The final answer inside an IO or CoT completion, or None."""
+    def output_answer(self, x: str, text: str, kind: str) -> str | None:
+        """The final answer inside an IO or CoT (`kind`) completion, or None."""
         return self.answer_of(x, text)
 
     # ---- thoughts ------------------------------------------------------------------------------
@@ -272,9 +272,11 @@ class TemplateTask(Task):
                 return line.strip()[len(self.answer_prefix) :].strip()
         return None
 
-    def output_answer(self, x: str, text: str) -> str | None:
+    def output_answer(self, x: str, text: str, kind: str) -> str | None:
         found = self.answer_of(x, text)
-        return found if found is not None else (text.strip() or None)
+        if found is not None or kind == "cot":  # a CoT answer is its 'Answer:' line, nothing else
+            return found
+        return text.strip() or None
 
     def check(self, puzzle: Puzzle, answer: str | None) -> bool:
         return puzzle.target is not None and self._check(answer, puzzle.target)

@@ -29,7 +29,9 @@ class Node:
     state: str  # the partial solution: every step from the root, one per line
     step: str = ""  # the thought this node added ('' at the root)
     score: float | None = None  # the evaluator's value (None: not evaluated)
-    judgements: list[str] = field(default_factory=list)  # raw labels behind the score
+    judgements: list[str] = field(default_factory=list)  # parsed labels behind the score
+    value_texts: list[str] = field(default_factory=list)  # the evaluator's completions, as generated
+    outputs: list[str] = field(default_factory=list)  # the completions that made this node's children
     selected: bool = False  # kept by BFS selection / visited by DFS
     pruned: bool = False  # DFS: scored below the threshold, never expanded
     final: bool = False  # holds a final answer
@@ -153,7 +155,10 @@ def to_html(tree: Tree) -> str:
         if n.id == tree.answer_node:
             cls.append("answer")
         score = "" if n.score is None else f'<span class="score">{n.score:.3g}</span> '
-        judge = f" <small>{html.escape(', '.join(n.judgements))}</small>" if n.judgements else ""
+        said = html.escape(" | ".join(n.value_texts))
+        judge = (
+            f' <small title="{said}">{html.escape(", ".join(n.judgements))}</small>' if n.judgements else ""
+        )
         label = html.escape(n.step.strip() or ("root: " + tree.input if n.parent is None else "(empty)"))
         title = html.escape(n.state)
         head = f'{score}<span class="{" ".join(cls)}" title="{title}">{label}</span>{judge}'
