@@ -16,3 +16,8 @@ vishwam analyze --compare llama-2-7b,qwen2.5-32b,llama-2-70b
 
 echo "== 4. Chat with it (greedy, streamed)"
 vishwam generate "$WORK/smollm2" --chat "What is the capital of France?" --max-tokens 32
+
+echo "== 5. Tree of Thoughts: a small BFS on one Game-of-24 puzzle (calls and tokens counted), then its tree"
+vishwam tot "$WORK/smollm2" --task game24 --range 900:901 --method bfs --breadth 2 --n-evaluate 1 \
+  --out "$WORK/tot" --force
+vishwam tot show "$WORK/tot/trees/901.json" --html "$WORK/tot/901.html"
