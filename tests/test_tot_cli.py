@@ -88,6 +88,10 @@ def test_engine_lm_batches_by_sampling_settings_and_counts_what_the_engine_did(t
     assert lm.usage.prompt_tokens == sum(r.prefill_tokens for _, r in results)
     assert lm.usage.completion_tokens == sum(r.decode_tokens + rows for rows, r in results)
     assert lm.usage.lm_calls == sum(rows for rows, _ in results) == 6
+    # a prompt grown past the context mid-run gets empty replies, counted, and costs nothing
+    [long] = lm.complete([Request("9 " * 300, n=2, temperature=0.7, max_tokens=6)])
+    assert long.texts == ["", ""] and long.lm_calls == 0 and lm.usage.too_long == 1
+    assert len(results) == 4
 
 
 def test_tot_cli_runs_writes_and_shows(tiny_dir, tmp_path):

@@ -145,7 +145,6 @@ def run(
     tokenizer = load_tokenizer(checkpoint)
     use_chat = chat if chat is not None else (prompts == "paper" and bool(tokenizer.chat_template))
     lm = EngineLM(Engine(load_model(checkpoint)), tokenizer, chat=use_chat, seed=seed, max_batch=max_batch)
-    lm.what = the_task.name
     output.log(
         f"{the_task.name}: {method} over {len(chosen)} puzzles"
         + (f" (b={breadth}, n_evaluate={n_evaluate})" if method == "bfs" else "")

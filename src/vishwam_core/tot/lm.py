@@ -46,6 +46,7 @@ class Usage:
     engine_calls: int = 0  # engine.generate() calls (one batched forward loop each)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    too_long: int = 0  # requests skipped mid-run because the prompt left no room (empty replies)
 
     def add(self, reply: Reply) -> None:
         self.lm_calls += reply.lm_calls
@@ -149,7 +150,6 @@ class EngineLM:
         self.top_p = top_p
         self.context = engine.cfg.max_seq_len
         self.usage = Usage()
-        self.what = "search"  # named in the too-short-context sentence; the runner sets the task's name
         self._ids: dict[str, list[int]] = {}
 
     def encode(self, prompt: str) -> list[int]:
@@ -176,6 +176,8 @@ class EngineLM:
         from vishwam_core.generate import SamplingParams
 
         self.usage.batches += 1
+        # A state grown past the context mid-run gets empty replies (counted) rather than ending a run
+        # of many puzzles; `check_fits` on the first puzzle's longest prompts catches the usual case.
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault((r.temperature, r.max_tokens, r.stop), []).append(i)
@@ -187,7 +189,10 @@ class EngineLM:
             rows: list[tuple[int, list[int]]] = []
             for i in members:
                 ids = self.encode(requests[i].prompt)
-                self.check_fits([requests[i].prompt], max_tokens, self.what)
+                if len(ids) + max_tokens > self.context:
+                    self.usage.too_long += 1
+                    texts[i] = [""] * requests[i].n
+                    continue
                 copies = 1 if temperature == 0 else requests[i].n
                 rows.extend((i, ids) for _ in range(copies))
             size = self.max_batch or len(rows)

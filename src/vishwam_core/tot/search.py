@@ -400,19 +400,16 @@ def sample_baseline(
         x = run.puzzle.input
         root = run.tree.nodes[0]
         leaves = []
-        for text in reply.texts[: reply.lm_calls]:  # greedy copies are one completion
+        for text in reply.texts[: max(reply.lm_calls, 1)]:  # greedy copies are one completion
             answer = task.output_answer(x, text, kind)
-            leaf = run.tree.add(root, text.strip() + "\n", text.strip(), final=answer is not None)
+            # every completion is a final output; one without an answer is a wrong one
+            leaf = run.tree.add(root, text.strip() + "\n", text.strip(), final=True, selected=True)
             leaves.append((leaf, answer))
-        for leaf, _ in leaves:
-            leaf.selected = True
         answered = [(leaf, a) for leaf, a in leaves if a is not None]
         chosen = None
         if answered:
             top = Counter(a for _, a in answered).most_common(1)[0][0]
             chosen = next(leaf for leaf, a in answered if a == top)
-        for leaf, _ in leaves:
-            leaf.final = True  # an unanswered completion is still a final (wrong) output
         by_node = {leaf.id: a for leaf, a in leaves}
         answers = lambda n, by_node=by_node: by_node.get(n.id)  # noqa: E731
         trees.append(run.finish(task, [leaf for leaf, _ in leaves], chosen, answers))
