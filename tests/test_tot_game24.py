@@ -266,8 +266,8 @@ def test_solver_traces_are_right_and_hold_out_nothing_they_should_not(puzzles):
     task = Game24("compact")
     held = puzzles[900:1000]
     train = [[int(v) for v in p.input.split()] for p in puzzles[:20]]
-    records = list(solver_traces(train, task, seed=1))
-    assert records == list(solver_traces(train, task, seed=1))
+    records = list(solver_traces(train, task, seed=1, whole=False))
+    assert records == list(solver_traces(train, task, seed=1, whole=False))
     kinds = {r["kind"] for r in records}
     assert kinds == {"cot", "io", "propose", "value", "judge"}
     held_inputs = {p.input for p in held}
@@ -296,6 +296,23 @@ def test_solver_traces_are_right_and_hold_out_nothing_they_should_not(puzzles):
     values = [r for r in records if r["kind"] == "value"]
     sure = sum(r["response"].endswith("sure") for r in values)
     assert 0.3 < sure / len(values) < 0.7
+
+
+def test_whole_number_traces_never_leave_the_whole_numbers(puzzles):
+    task = Game24("compact")
+    train = [[int(v) for v in p.input.split()] for p in puzzles[:30]]
+    records = list(solver_traces(train, task, seed=2))
+    assert len({r["puzzle"] for r in records}) == sum(solvable(p, whole=True) for p in train)
+    for r in records:
+        if r["kind"] in ("cot", "propose"):
+            for line in r["response"].splitlines():
+                step = parse_step(line)
+                if step is not None:
+                    assert step.result.denominator == 1 and step.result >= 0, line
+        if r["kind"] == "value":
+            nums = [game24.Fraction(v) for v in r["prompt"].splitlines()[0].split(":", 1)[1].split()]
+            assert r["response"].endswith("sure") == solvable(nums, whole=True)
+    assert sum(solvable([int(v) for v in p.input.split()], whole=True) for p in puzzles) == 1346
 
 
 def test_path_records_refuse_a_path_with_wrong_arithmetic():

@@ -287,6 +287,13 @@ def traces(
     cot_per_puzzle: Annotated[int, typer.Option(help="Distinct CoT solutions per puzzle.")] = 2,
     max_proposals: Annotated[int, typer.Option(help="Steps listed per propose record.")] = 8,
     seed: Annotated[int, typer.Option(help="Same seed, same records.")] = 0,
+    whole_numbers: Annotated[
+        bool,
+        typer.Option(
+            "--whole-numbers/--any-numbers",
+            help="Play through whole non-negative numbers only (1346 of the 1362 puzzles allow it) or allow fractions and negatives.",
+        ),
+    ] = True,
     force: Force = False,
     json_: Json = False,
     quiet: Quiet = False,
@@ -312,8 +319,16 @@ def traces(
         held = {tuple(sorted(int(v) for v in p.input.split())) for p in pick_span(read_puzzles(), hold_out)}
     keep = [p for p in pool if p not in held]
     records = list(
-        solver_traces(keep, task, seed=seed, cot_per_puzzle=cot_per_puzzle, max_proposals=max_proposals)
+        solver_traces(
+            keep,
+            task,
+            seed=seed,
+            cot_per_puzzle=cot_per_puzzle,
+            max_proposals=max_proposals,
+            whole=whole_numbers,
+        )
     )
+    made = len({r["puzzle"] for r in records})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     n = write_jsonl(records, tmp)
@@ -324,8 +339,10 @@ def traces(
             "out": str(out),
             "records": n,
             "kinds": dict(kinds),
-            "puzzles": len(keep),
+            "puzzles": made,
             "held_out": len(pool) - len(keep),
+            "skipped": len(keep) - made,
+            "whole_numbers": whole_numbers,
             "prompts": prompts,
             "seed": seed,
         },
@@ -339,5 +356,5 @@ def output_plain(r: dict) -> None:
     kinds = ", ".join(f"{k} {v}" for k, v in r["kinds"].items())
     stdout_console().print(
         f"Wrote {r['records']} records ({kinds}) for {r['puzzles']} puzzles "
-        f"({r['held_out']} held out) to {r['out']}"
+        f"({r['held_out']} held out, {r['skipped']} without a solution in the chosen numbers) to {r['out']}"
     )

@@ -72,27 +72,30 @@ class Step:
         return f"{fmt(self.a)} {self.op} {fmt(self.b)} = {fmt(self.result)} (left: {fmt_numbers(self.left)})"
 
 
-def _combine(a: Fraction, b: Fraction) -> Iterator[tuple[Fraction, str, Fraction, Fraction]]:
-    """(lhs, op, rhs, result) for every way to combine a pair; commutative ops once."""
+def _combine(
+    a: Fraction, b: Fraction, whole: bool = False
+) -> Iterator[tuple[Fraction, str, Fraction, Fraction]]:
+    """(lhs, op, rhs, result) for every way to combine a pair (a >= b); commutative ops once. `whole`
+    keeps only whole non-negative results (a - b, and a / b where b divides a), the way people play."""
     yield a, "+", b, a + b
     yield a, "*", b, a * b
     yield a, "-", b, a - b
-    if a != b:
+    if a != b and not whole:
         yield b, "-", a, b - a
-    if b != 0:
+    if b != 0 and (not whole or (a / b).denominator == 1):
         yield a, "/", b, a / b
-    if a != 0 and a != b:
+    if a != 0 and a != b and not whole:
         yield b, "/", a, b / a
 
 
-def successors(numbers: Sequence[Fraction]) -> Iterator[Step]:
+def successors(numbers: Sequence[Fraction], whole: bool = False) -> Iterator[Step]:
     """Every step from a multiset: pick a pair (larger first), combine it, list what is left."""
     nums = sorted(Fraction(v) for v in numbers)
     seen = set()
     for i, j in itertools.combinations(range(len(nums)), 2):
         rest = [nums[k] for k in range(len(nums)) if k not in (i, j)]
         hi, lo = max(nums[i], nums[j]), min(nums[i], nums[j])
-        for lhs, op, rhs, r in _combine(hi, lo):
+        for lhs, op, rhs, r in _combine(hi, lo, whole):
             step = Step(lhs, op, rhs, r, tuple(sorted([*rest, r])))
             if step not in seen:
                 seen.add(step)
@@ -100,19 +103,20 @@ def successors(numbers: Sequence[Fraction]) -> Iterator[Step]:
 
 
 @cache
-def _solvable(key: tuple[Fraction, ...]) -> bool:
+def _solvable(key: tuple[Fraction, ...], whole: bool) -> bool:
     if len(key) == 1:
         return key[0] == TARGET
     for i, j in itertools.combinations(range(len(key)), 2):
         rest = key[:i] + key[i + 1 : j] + key[j + 1 :]
-        for _, _, _, r in _combine(key[j], key[i]):  # key is sorted: key[j] >= key[i]
-            if _solvable(tuple(sorted((*rest, r)))):
+        for _, _, _, r in _combine(key[j], key[i], whole):  # key is sorted: key[j] >= key[i]
+            if _solvable(tuple(sorted((*rest, r))), whole):
                 return True
     return False
 
 
-def solvable(numbers: Sequence[Fraction | int]) -> bool:
-    return _solvable(tuple(sorted(Fraction(v) for v in numbers)))
+def solvable(numbers: Sequence[Fraction | int], whole: bool = False) -> bool:
+    """Whether 24 can be reached (with `whole`: through whole non-negative numbers only)."""
+    return _solvable(tuple(sorted(Fraction(v) for v in numbers)), whole)
 
 
 def _plain_first(step: Step) -> tuple[bool, bool]:
@@ -120,20 +124,22 @@ def _plain_first(step: Step) -> tuple[bool, bool]:
     return step.result.denominator != 1, step.result < 0
 
 
-def solve(numbers: Sequence[int | Fraction]) -> list[Step] | None:
+def solve(numbers: Sequence[int | Fraction], whole: bool = False) -> list[Step] | None:
     """A solution (a list of steps ending at 24), preferring whole non-negative intermediates; or None."""
     nums = tuple(sorted(Fraction(v) for v in numbers))
     if len(nums) == 1:
         return [] if nums[0] == TARGET else None
-    for s in sorted(successors(nums), key=_plain_first):
-        if _solvable(s.left):
-            rest = solve(s.left)
+    for s in sorted(successors(nums, whole), key=_plain_first):
+        if _solvable(s.left, whole):
+            rest = solve(s.left, whole)
             assert rest is not None
             return [s, *rest]
     return None
 
 
-def all_solutions(numbers: Sequence[int | Fraction], limit: int = 1000) -> list[list[Step]]:
+def all_solutions(
+    numbers: Sequence[int | Fraction], limit: int = 1000, whole: bool = False
+) -> list[list[Step]]:
     """Distinct step sequences reaching 24 (at most `limit`)."""
     out: list[list[Step]] = []
 
@@ -144,8 +150,8 @@ def all_solutions(numbers: Sequence[int | Fraction], limit: int = 1000) -> list[
             if nums[0] == TARGET:
                 out.append(list(path))
             return
-        for s in successors(nums):
-            if _solvable(s.left):
+        for s in successors(nums, whole):
+            if _solvable(s.left, whole):
                 walk(s.left, [*path, s])
 
     walk(tuple(sorted(Fraction(v) for v in numbers)), [])
