@@ -3,3 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python bench/convert_gguf.py
+python bench/decode.py
+python bench/convert.py

@@ -17,7 +17,13 @@ vishwam analyze --compare llama-2-7b,qwen2.5-32b,llama-2-70b
 echo "== 4. Chat with it (greedy, streamed)"
 vishwam generate "$WORK/smollm2" --chat "What is the capital of France?" --max-tokens 32
 
-echo "== 5. Tree of Thoughts: a small BFS on one Game-of-24 puzzle (calls and tokens counted), then its tree"
+echo "== 5. Turn the interpreter's own standard library source into token shards (SmolLM2's tokenizer)"
+STDLIB=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
+vishwam convert data "$STDLIB" --tokenizer "$WORK/smollm2" --out "$WORK/stdlib-shards" \
+  --include '*.py' --exclude 'site-packages/*' --on-error skip --max-tokens 1000000 --force
+vishwam convert inspect "$WORK/stdlib-shards" --samples 1 --chars 300
+
+echo "== 6. Tree of Thoughts: a small BFS on one Game-of-24 puzzle (calls and tokens counted), then its tree"
 vishwam tot "$WORK/smollm2" --task game24 --range 900:901 --method bfs --breadth 2 --n-evaluate 1 \
   --out "$WORK/tot" --force
 vishwam tot show "$WORK/tot/trees/901.json" --html "$WORK/tot/901.html"

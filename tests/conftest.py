@@ -54,3 +54,16 @@ def smollm2_tokenizer(smollm2_dir):
     from vishwam_core.checkpoint import load_tokenizer
 
     return load_tokenizer(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory) -> Path:
+    """A 512-token byte-level BPE trained by `convert tokenizer` on the stdlib's json package: a real
+    tokenizer (special tokens, ChatML template) that trains and loads in well under a second."""
+    import sysconfig
+
+    from vishwam_core.data import convert_tokenizer
+
+    out = tmp_path_factory.mktemp("bpe") / "tokenizer"
+    convert_tokenizer([os.path.join(sysconfig.get_paths()["stdlib"], "json")], out, vocab_size=512)
+    return out

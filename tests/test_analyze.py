@@ -217,7 +217,7 @@ def test_kv_cache_bytes_equal_the_cache_the_model_allocates(name):
 
     cfg = ModelConfig.from_name(name)
     cache = jax.eval_shape(lambda: KVCache.create(cfg, 3, 128, dtype=jnp.bfloat16))
-    kv_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in (cache.k, cache.v))
+    kv_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves((cache.k, cache.v)))
     assert kv_bytes == analysis.kv_cache_bytes_per_token(cfg, "bfloat16") * 3 * 128
 
 

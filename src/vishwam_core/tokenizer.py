@@ -1,5 +1,6 @@
 """Tokenizers: loading `tokenizer.json` + `tokenizer_config.json`, rebuilding a byte-level BPE from a
-GGUF vocabulary, saving in the Hugging Face layout, and rendering chat templates.
+GGUF vocabulary, training a new byte-level BPE, saving in the Hugging Face layout, and rendering chat
+templates.
 
 Built on the `tokenizers` library; this module knows nothing of models or weights.
 """
@@ -7,8 +8,10 @@ Built on the `tokenizers` library; this module knows nothing of models or weight
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +94,10 @@ class Tokenizer:
             raise VishwamError(
                 f"Unsupported GGUF tokenizer model '{kind}': vishwam rebuilds byte-level BPE ('gpt2') tokenizers."
             )
-        tokens: list[str] = fields["tokenizer.ggml.tokens"]
-        merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
+        tokens: list[str] = fields.get("tokenizer.ggml.tokens") or []
+        if not tokens:
+            raise VishwamError("The GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens).")
+        merges = [tuple(m.split(" ", 1)) for m in fields.get("tokenizer.ggml.merges") or []]
         types: list[int] = fields.get("tokenizer.ggml.token_type") or [1] * len(tokens)
         vocab = {tok: i for i, tok in enumerate(tokens)}
         backend = Backend(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
@@ -179,16 +184,9 @@ class Tokenizer:
                 "This tokenizer has no chat template; pass plain text or add one to tokenizer_config.json."
             )
         from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message: str):
-            raise TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         try:
-            return env.from_string(self.chat_template).render(
+            return _compiled_template(self.chat_template).render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=_token_str(self.config.get("bos_token")) or "",
@@ -196,6 +194,76 @@ class Tokenizer:
             )
         except TemplateError as e:
             raise VishwamError(f"The chat template rejected these messages: {e}") from None
+
+
+@lru_cache(maxsize=8)
+def _compiled_template(template: str):
+    """Compile a chat template once: data conversion renders it for every conversation."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+# ---- training ----------------------------------------------------------------------------------------
+# The special tokens and ChatML template of a trained tokenizer, laid out as SmolLM2-Instruct's are
+# (ids 0-2; the end-of-turn token doubles as EOS, so documents and assistant turns end alike).
+TRAINED_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def train_bpe(
+    texts: Iterable[str], vocab_size: int, min_frequency: int = 2, max_length: int = 8192
+) -> Tokenizer:
+    """Train a byte-level BPE (every byte representable, so any text round-trips exactly).
+
+    Pre-tokenization splits every digit and then follows GPT-2's byte-level regex, as SmolLM2's does.
+    """
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    smallest = len(alphabet) + len(TRAINED_SPECIAL_TOKENS)
+    if vocab_size < smallest:
+        raise VishwamError(
+            f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least {smallest} tokens "
+            f"({len(alphabet)} bytes + {len(TRAINED_SPECIAL_TOKENS)} special tokens)."
+        )
+    backend = Backend(models.BPE(fuse_unk=False, byte_fallback=False))
+    backend.pre_tokenizer = _pre_tokenizer("smollm")
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(TRAINED_SPECIAL_TOKENS),
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    endoftext, im_start, im_end = TRAINED_SPECIAL_TOKENS
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": im_start,
+        "eos_token": im_end,
+        "pad_token": endoftext,
+        "unk_token": endoftext,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": max_length,
+        "chat_template": CHATML_TEMPLATE,
+    }
+    return Tokenizer(backend, config)
 
 
 def _token_str(tok: Any) -> str | None:
