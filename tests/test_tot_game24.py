@@ -328,3 +328,53 @@ def test_path_records_refuse_a_path_with_wrong_arithmetic():
     recs = path_records(task, p, ["", right])
     assert [r["kind"] for r in recs] == ["cot", "value", "value", "value", "judge"]
     assert recs[1]["response"] == "4 * 5 + 4 = 24\nsure"
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_export_traces_writes_loss_masked_shards_the_data_loader_reads(puzzles, tmp_path, chat):
+    import json
+
+    from tests.test_tot_cli import byte_tokenizer
+    from vishwam_core.shards import ShardLoader, read_manifest, read_rows
+    from vishwam_core.tot.run import run_tot
+
+    tok = byte_tokenizer()
+    if chat:  # a ChatML template, as `vishwam convert tokenizer` writes
+        tok.config["chat_template"] = (
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+        tok.config["eos_token"] = "<|im_end|>"
+        from tokenizers import AddedToken
+
+        tok.backend.add_special_tokens([AddedToken(t, special=True) for t in ("<|im_start|>", "<|im_end|>")])
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    tok.save(tok_dir)
+    task, fn = oracle("compact")
+    result = run_tot(
+        FunctionLM(fn),
+        task,
+        puzzles[900:903],
+        SearchConfig(breadth=2, n_evaluate=1),
+        out=tmp_path / "run",
+        export_traces=tmp_path / "shards",
+        tokenizer=tok_dir,
+        chat=chat,
+        traces_seq_len=256,
+    )
+    assert result.summary["success"] == 1.0 and result.summary["traces"] == len(result.records) > 0
+    saved = [json.loads(line) for line in (tmp_path / "run" / "traces.jsonl").read_text().splitlines()]
+    assert saved == result.records
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["format"] == ("chat" if chat else "instruct")
+    rows = read_rows(tmp_path / "shards", "train", 0, 10_000)
+    ids, mask = rows["input_ids"], rows["loss_mask"]
+    assert ids.shape[1] == 257 and mask.sum() > 0
+    # the masked tokens are exactly responses (and their end tokens), never prompts
+    learned = tok.decode([int(t) for t in ids[mask == 1]])
+    for r in result.records:
+        assert r["response"] in learned
+    assert "Numbers:" not in learned and "Steps:" not in learned
+    batch = next(iter(ShardLoader(tmp_path / "shards", split="train", batch_size=2, prefetch=0)))
+    assert batch["input_ids"].shape == (2, 257)

@@ -99,12 +99,18 @@ def run(
         Path | None, typer.Option(help="Write summary.json, results.parquet, trees/*.json here.")
     ] = None,
     export_traces: Annotated[
-        bool,
+        Path | None,
         typer.Option(
-            "--export-traces",
-            help="Also write the verified root-to-leaf paths as training records to OUT/traces.jsonl.",
+            help="Write the verified root-to-leaf paths as loss-masked instruct (chat with --chat) shards here, "
+            "for `vishwam pretrain --objective sft`; the records also go to OUT/traces.jsonl."
         ),
-    ] = False,
+    ] = None,
+    traces_seq_len: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens per shard row for --export-traces (default: min(1024, the model's context))."
+        ),
+    ] = None,
     force: Force = False,
     json_: Json = False,
     quiet: Quiet = False,
@@ -115,8 +121,6 @@ def run(
     from vishwam_core.tot.search import SearchConfig
 
     output = Output(json_, quiet)
-    if export_traces and out is None:
-        raise typer.BadParameter("--export-traces writes into --out DIR; give --out.")
     the_task = load_task(task, prompts)
     cfg = SearchConfig(
         method=method,
@@ -134,8 +138,9 @@ def run(
         seed=seed,
     )
     chosen = the_task.puzzles(puzzles, range_)
-    if out is not None and out.exists() and not force:
-        raise VishwamError(f"{out} already exists; pass --force to replace it.")
+    for path in (out, export_traces):
+        if path is not None and path.exists() and not force:
+            raise VishwamError(f"{path} already exists; pass --force to replace it.")
 
     from vishwam_core.checkpoint import load_model, load_tokenizer
     from vishwam_core.generate import Engine
@@ -144,7 +149,8 @@ def run(
     output.log(f"Loading {checkpoint}")
     tokenizer = load_tokenizer(checkpoint)
     use_chat = chat if chat is not None else (prompts == "paper" and bool(tokenizer.chat_template))
-    lm = EngineLM(Engine(load_model(checkpoint)), tokenizer, chat=use_chat, seed=seed, max_batch=max_batch)
+    model = load_model(checkpoint)
+    lm = EngineLM(Engine(model), tokenizer, chat=use_chat, seed=seed, max_batch=max_batch)
     output.log(
         f"{the_task.name}: {method} over {len(chosen)} puzzles"
         + (f" (b={breadth}, n_evaluate={n_evaluate})" if method == "bfs" else "")
@@ -160,6 +166,10 @@ def run(
             out=out,
             force=force,
             export_traces=export_traces,
+            tokenizer=checkpoint,
+            chat=use_chat,
+            traces_seq_len=traces_seq_len or min(1024, model.cfg.max_seq_len),
+            log=output.log,
             batch_puzzles=batch_puzzles,
             progress=advance,
             source={
@@ -201,7 +211,10 @@ def render_summary(s: dict) -> None:
     table.add_row("engine calls", f"{u['engine_calls']} ({u['lm_calls']} sequences)")
     table.add_row("time", f"{s['seconds']:g} s ({s['generated_tokens_per_s']:g} generated tokens/s)")
     if "traces" in s:
-        table.add_row("traces", f"{s['traces']} records")
+        shards = s.get("traces_shards")
+        table.add_row(
+            "traces", f"{s['traces']} records" + (f" -> shards in {shards['out']}" if shards else "")
+        )
     if "out" in s:
         table.add_row("written to", s["out"])
     stdout_console().print(table)

@@ -9,6 +9,10 @@ writes, atomically (`checkpoint.atomic_directory`):
     out/trees/ID.json     each search tree (`vishwam tot show` draws one)
     out/traces.jsonl      with export_traces: records from every verified root-to-leaf path
 
+and with `export_traces=DIR`, those records as loss-masked shards in DIR, made by the data module
+(`vishwam_core.data.convert_data`, format `instruct`, or `chat` when the run used the chat template, so
+training sees exactly the tokens inference fed): ready for `vishwam pretrain --objective sft`.
+
 Success is reported twice, never mixed: `success` is the answer the method chose itself (BFS: the
 best-valued final state; DFS: the first final state at or above the threshold; IO/CoT: the most frequent
 answer of the k samples) checked by the verifier; `success_any` is whether any final candidate verifies
@@ -192,16 +196,24 @@ def run_tot(
     cfg: SearchConfig,
     out: str | Path | None = None,
     force: bool = False,
-    export_traces: bool = False,
+    export_traces: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    chat: bool = False,
+    traces_seq_len: int = 1024,
     batch_puzzles: int = 8,
     progress: Callable[[int], None] | None = None,
     source: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> RunResult:
-    """Run, summarise and (with `out`) write everything."""
+    """Run, summarise and (with `out`) write everything; `export_traces` needs `tokenizer` (the model
+    directory) for the shards."""
     from vishwam_core.checkpoint import atomic_directory
 
-    if out is not None and Path(out).exists() and not force:
-        raise VishwamError(f"{out} already exists; pass --force to replace it.")
+    for path in (out, export_traces):
+        if path is not None and Path(path).exists() and not force:
+            raise VishwamError(f"{path} already exists; pass --force to replace it.")
+    if export_traces is not None and tokenizer is None:
+        raise VishwamError("Exporting traces as shards needs the model's tokenizer.")
     started = time.perf_counter()
     cache = ValueCache()
     trees = run_search(task, lm, puzzles, cfg, batch_puzzles, cache, progress)
@@ -218,7 +230,7 @@ def run_tot(
         }
     )
     records: list[dict[str, Any]] = []
-    if export_traces:
+    if export_traces is not None:
         from vishwam_core.tot.traces import search_traces
 
         records = search_traces(task, puzzles, trees)
@@ -231,10 +243,55 @@ def run_tot(
             for t in trees:
                 t.save(tmp / "trees" / f"{_safe(t.puzzle_id)}.json")
             pq.write_table(results_table(task, puzzles, trees), tmp / "results.parquet")
-            if export_traces:
+            if export_traces is not None:
                 from vishwam_core.tot.traces import write_jsonl
 
                 write_jsonl(records, tmp / "traces.jsonl")
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         summary["out"] = str(out)
+    if export_traces is not None:
+        if records:
+            shards = export_shards(records, tokenizer, export_traces, chat, traces_seq_len, force)
+            summary["traces_shards"] = {
+                "out": str(export_traces),
+                **{k: shards.get(k) for k in ("format", "splits")},
+            }
+            if out is not None:
+                (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        else:
+            log(f"No verified root-to-leaf path: nothing to export, {export_traces} not written.")
     return RunResult(summary, trees, records)
+
+
+def export_shards(
+    records: Sequence[dict[str, Any]],
+    tokenizer: str | Path,
+    out: str | Path,
+    chat: bool,
+    seq_len: int = 1024,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Instruct (or chat) records -> loss-masked shards in `out`, through `vishwam_core.data`."""
+    import tempfile
+
+    from vishwam_core.data import convert_data
+    from vishwam_core.tot.traces import write_jsonl
+
+    def as_record(r: dict[str, Any]) -> dict[str, Any]:
+        if not chat:
+            return r
+        turns = [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
+        return {"messages": turns, **{k: v for k, v in r.items() if k not in ("prompt", "response")}}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "traces.jsonl"
+        write_jsonl((as_record(r) for r in records), src)
+        return convert_data(
+            [str(src)],
+            tokenizer,
+            out,
+            seq_len=seq_len,
+            fmt="chat" if chat else "instruct",
+            force=force,
+            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        )
