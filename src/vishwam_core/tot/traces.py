@@ -1,8 +1,8 @@
 """Training traces in the search's own step format: solver-made ones to teach a model to propose and to
 value, and ToT-found ones (verified root-to-leaf paths) to fine-tune on what the search discovered.
 
-Every record is an instruct pair `{"kind", "prompt", "response", "puzzle"}` whose prompt is exactly what
-the search sends (`Game24` prompts of one style), so a model trained on them is then searched with the
+Every record is an instruct pair `{"kind", "prompt", "response", "puzzle"}` (solver-made ones also carry
+`text` = prompt + response, for `vishwam convert tokenizer`) whose prompt is exactly what the search sends (`Game24` prompts of one style), so a model trained on them is then searched with the
 same prompts. Kinds:
 
 - `cot`: the CoT prompt -> every step and the answer ("Answer: expr = 24");
@@ -110,7 +110,14 @@ def solver_traces(
         answer = expression(numbers, path)
 
         def rec(kind: str, prompt: str, response: str, x: str = x) -> dict[str, Any]:
-            return {"kind": kind, "prompt": prompt, "response": response, "puzzle": x}
+            # `text` lets `vishwam convert tokenizer` train on exactly what the model will read
+            return {
+                "kind": kind,
+                "prompt": prompt,
+                "response": response,
+                "puzzle": x,
+                "text": prompt + response,
+            }
 
         if "cot" in kinds:
             for sol in chosen:
