@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vishwam_cli import analyze, convert, generate, tot
+from vishwam_cli import analyze, convert, generate, pretrain, tot
 
 app = typer.Typer(
     name="vishwam",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(convert.app, name="convert")
 app.command("analyze")(analyze.analyze)
 app.command("generate")(generate.generate)
+app.command("pretrain")(pretrain.pretrain)
 app.add_typer(tot.app, name="tot")
 
 
