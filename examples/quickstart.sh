@@ -35,3 +35,8 @@ vishwam pretrain --data "$WORK/stdlib-8k" --model demo --out "$WORK/demo-run" \
 
 echo "== 8. Complete code with the freshly trained model"
 vishwam generate "$WORK/demo-run/model" --prompt "def " --max-tokens 32
+
+echo "== 9. Tree of Thoughts: a small BFS on one Game-of-24 puzzle (calls and tokens counted), then its tree"
+vishwam tot "$WORK/smollm2" --task game24 --range 900:901 --method bfs --breadth 2 --n-evaluate 1 \
+  --out "$WORK/tot" --force
+vishwam tot show "$WORK/tot/trees/901.json" --html "$WORK/tot/901.html"

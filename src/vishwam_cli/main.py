@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vishwam_cli import analyze, convert, generate, pretrain
+from vishwam_cli import analyze, convert, generate, pretrain, tot
 
 app = typer.Typer(
     name="vishwam",
@@ -19,6 +19,7 @@ app.add_typer(convert.app, name="convert")
 app.command("analyze")(analyze.analyze)
 app.command("generate")(generate.generate)
 app.command("pretrain")(pretrain.pretrain)
+app.add_typer(tot.app, name="tot")
 
 
 def _version(value: bool) -> None:
