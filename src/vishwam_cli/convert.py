@@ -12,7 +12,7 @@ from vishwam_cli.options import Force, Json, Quiet, parse_dtype
 from vishwam_cli.output import Output
 
 app = typer.Typer(
-    help="Convert models into HF model directories, text into token shards; train tokenizers.",
+    help="Convert models into HF model directories, text into token shards, benchmarks into task packs; train tokenizers.",
     no_args_is_help=True,
 )
 
@@ -395,3 +395,94 @@ def render_inspect(s: dict) -> None:
         if "rejected" in sample:
             console.print("[dim]-- rejected[/dim]")
             console.print(escape(sample["rejected"]), highlight=False)
+
+
+class TaskFormat(StrEnum):
+    bigbench = "bigbench"
+    humaneval = "humaneval"
+    gsm8k = "gsm8k"
+    mmlu = "mmlu"
+    arc = "arc"
+    openbookqa = "openbookqa"
+    mbpp = "mbpp"
+    domain = "domain"
+
+
+@app.command("tasks")
+def tasks_cmd(
+    src: Annotated[
+        str,
+        typer.Argument(
+            help="A BIG-bench task.json, task directory or bigbench sdist tarball; HumanEval.jsonl.gz (or "
+            "'humaneval'); GSM8K, ARC/OpenBookQA or MBPP JSONL; MMLU CSVs; or a domain pack.yaml.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The task pack directory to write.")],
+    fmt: Annotated[
+        TaskFormat | None,
+        typer.Option("--format", help="What SRC is (default: told from its name and fields)."),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="BIG-bench task names to take (comma-separated or repeated), e.g. date_understanding."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Task name for a single-task source.")] = None,
+    samples: Annotated[
+        int, typer.Option(help="HumanEval/MBPP: completions per problem (>1 samples at T=0.8 for pass@k).")
+    ] = 1,
+    max_gen_toks: Annotated[
+        int | None, typer.Option(help="Override the generative tasks' max_gen_toks.")
+    ] = None,
+    train: Annotated[
+        Path | None,
+        typer.Option(help="GSM8K: the train JSONL, the few-shot pool of the 5-shot `gsm8k` task."),
+    ] = None,
+    force: Force = False,
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Turn local benchmark files into an lm-eval task pack (YAML + JSONL) for `vishwam eval --include-path`."""
+    import shlex
+    import sys
+
+    from vishwam_core.evaluate.tasks import convert_tasks
+
+    output = Output(json_, quiet)
+    names = [n.strip() for t in task or [] for n in t.split(",") if n.strip()]
+    output.log(f"Converting {src} -> {out}")
+    summary = convert_tasks(
+        src,
+        out,
+        fmt=_value(fmt),
+        names=names,
+        name=name,
+        samples=samples,
+        max_gen_toks=max_gen_toks,
+        train=train,
+        force=force,
+        command=shlex.join(["vishwam", *sys.argv[1:]]),
+    )
+    output.result(summary, render_tasks_summary)
+
+
+def render_tasks_summary(s: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vishwam_cli.console import stdout_console
+
+    table = Table(title=f"{escape(s['out'])} ({s['source']['format']})", title_justify="left")
+    table.add_column("task", style="bold")
+    table.add_column("type")
+    table.add_column("documents", justify="right")
+    for t in s["tasks"]:
+        table.add_row(escape(t["task"]), t["output_type"], f"{t['documents']:,}")
+    stdout_console().print(table)
+    if s["groups"]:
+        stdout_console().print(f"groups: {', '.join(s['groups'])}")
+    stdout_console().print(
+        f"Use it with: vishwam eval CKPT --include-path {escape(s['out'])} --tasks TASK", highlight=False
+    )

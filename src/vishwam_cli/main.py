@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vishwam_cli import analyze, convert, generate, pretrain, tot
+from vishwam_cli import analyze, convert, evaluate, generate, pretrain, tot
 
 app = typer.Typer(
     name="vishwam",
@@ -19,6 +19,7 @@ app.add_typer(convert.app, name="convert")
 app.command("analyze")(analyze.analyze)
 app.command("generate")(generate.generate)
 app.command("pretrain")(pretrain.pretrain)
+app.command("eval")(evaluate.eval_cmd)
 app.add_typer(tot.app, name="tot")
 
 
