@@ -388,6 +388,13 @@ def test_run_dir_with_another_runs_checkpoints_is_refused(basic_run, tmp_path):
         train(again, source=markov_source(), handle_signals=False)
 
 
+def test_resume_refuses_another_architecture(basic_run):
+    summary, cfg, run_dir = basic_run
+    other = resolve_run_config(flags(run_dir.parent, steps=14, model={"overrides": {"n_layers": 3}}))
+    with pytest.raises(VishwamError, match="checkpoints in .* are of another architecture"):
+        train(other, source=markov_source(), resume=True, handle_signals=False)
+
+
 def test_force_starts_over(tmp_path):
     run(tmp_path, steps=2)
     cfg = resolve_run_config(flags(tmp_path, steps=3))

@@ -949,6 +949,13 @@ def train(
         )
     steps = total_steps(cfg, seq_len)
 
+    if resume and existing and (run_dir / CONFIG_NAME).exists():
+        saved = RunConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text()))
+        if _architecture(resolve_model_config(saved.model)) != _architecture(model_cfg):
+            raise VishwamError(
+                f"The checkpoints in {run_dir} are of another architecture than --model "
+                f"{cfg.model.name or cfg.model.init_from}; resume with the run's own model or use another --out."
+            )
     is_main = pindex == 0
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
