@@ -112,7 +112,8 @@ def markov_source(
 
 def main(spec_path: str) -> None:
     """Run `train` on a markov_source described in SPEC.json: {"source": {...}, "flags": {...},
-    "resume": bool, "force": bool, "cache": dir}."""
+    "resume": bool, "force": bool, "cache": dir, "then": [{"flags": ..., "resume": ...}, ...]} (the
+    `then` runs follow in the same process, e.g. a resume without starting jax again)."""
     spec = json.loads(open(spec_path).read())
     import jax
 
@@ -123,21 +124,21 @@ def main(spec_path: str) -> None:
     from vishwam_core.errors import VishwamError
     from vishwam_core.train import resolve_run_config, train
 
-    try:
-        cfg = resolve_run_config(spec["flags"])
-        summary = train(
-            cfg,
-            source=markov_source(**spec.get("source", {})),
-            resume=spec.get("resume", False),
-            force=spec.get("force", False),
-            log=lambda m: print(m, file=sys.stderr, flush=True),
-        )
-    except VishwamError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(summary, default=str))
-    if summary["signal"]:
-        sys.exit(128 + summary["signal"])
+    for run in [spec, *spec.get("then", [])]:
+        try:
+            summary = train(
+                resolve_run_config(run["flags"]),
+                source=markov_source(**spec.get("source", {})),
+                resume=run.get("resume", False),
+                force=run.get("force", False),
+                log=lambda m: print(m, file=sys.stderr, flush=True),
+            )
+        except VishwamError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(1)
+        print(json.dumps(summary, default=str), flush=True)
+        if summary["signal"]:
+            sys.exit(128 + summary["signal"])
 
 
 if __name__ == "__main__":

@@ -135,8 +135,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_hosts(spec: Path) -> list[dict]:
-    """Run tests/fake_shards.py SPEC as two jax.distributed processes of 4 CPU devices each."""
+def _two_hosts(spec: Path) -> list[str]:
+    """Run tests/fake_shards.py SPEC as two jax.distributed processes of 4 CPU devices each; their
+    stdouts (one JSON summary line per run)."""
     port = _free_port()
     procs = []
     for i in range(2):
@@ -161,7 +162,7 @@ def _two_hosts(spec: Path) -> list[dict]:
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return [out for out, _ in outs]
 
 
 def test_two_hosts_reading_their_own_rows_train_and_resume_as_one_device(runs, tmp_path):
@@ -171,9 +172,8 @@ def test_two_hosts_reading_their_own_rows_train_and_resume_as_one_device(runs, t
     single, _ = runs
     run_dir = tmp_path / "run"
 
-    def spec(steps: int, resume: bool) -> Path:
-        path = tmp_path / f"spec{steps}.json"
-        flags = {
+    def flags(steps: int) -> dict:
+        return {
             "model": {"name": "test"},
             "data": {"path": "fake", "batch_size": 8},
             "optim": {"schedule": "constant"},
@@ -182,14 +182,16 @@ def test_two_hosts_reading_their_own_rows_train_and_resume_as_one_device(runs, t
             "mesh": {"spec": "data=2,tensor=4"},
             "checkpoint": {"async_save": False},
         }
-        cache = str(ROOT / ".pytest_cache" / "jax_cache")
-        path.write_text(json.dumps({"flags": flags, "resume": resume, "cache": cache}))
-        return path
 
-    first = _two_hosts(spec(3, resume=False))
-    assert [s["devices"] for s in first] == [8, 8] and [s["step"] for s in first] == [3, 3]
-    second = _two_hosts(spec(5, resume=True))
-    assert [s["step"] for s in second] == [5, 5]
+    spec = tmp_path / "spec.json"
+    cache = str(ROOT / ".pytest_cache" / "jax_cache")
+    spec.write_text(
+        json.dumps({"flags": flags(3), "cache": cache, "then": [{"flags": flags(5), "resume": True}]})
+    )
+    # Per host: the summaries of the 3-step run and of its resume, the last two stdout lines.
+    summaries = [[json.loads(line) for line in out.strip().splitlines()[-2:]] for out in _two_hosts(spec)]
+    assert [s[0]["devices"] for s in summaries] == [8, 8]
+    assert [(s[0]["step"], s[1]["step"]) for s in summaries] == [(3, 5), (3, 5)]
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     want = single["data=1"]["losses"]
     assert len(losses) == 5
