@@ -9,12 +9,13 @@ Corpus: every `*.py` under `sysconfig.get_paths()['stdlib']` outside site-packag
 - datasets: read the same files, `Dataset.from_dict`, then `Dataset.map(batched=True, num_proc=2)` with
   the same tokenizer's `encode_batch_fast` (the faster of its two batch encoders), writing no shards.
 
-Each side runs in its own child process; tokens/s counts the tokens each produced (vishwam's include one
-EOS per document), wall time excludes interpreter start and imports. Peak RSS is the child's (for
+Each side runs in its own child process, alternating (vishwam, datasets, vishwam, ...) `--repeat` times
+with the best run of each kept, since the 2 cores are shared with other jobs; tokens/s counts the tokens
+each produced (vishwam's include one EOS per document), wall time excludes interpreter start and imports. Peak RSS is the child's (for
 datasets, the larger of the parent and its map workers). vishwam is then rerun on the corpus doubled (a
 second copy with one line prepended to every file, so deduplication keeps it) to show memory is flat.
 
-    .venv/bin/python bench/convert.py [--tokenizer DIR] [--json]
+    .venv/bin/python bench/convert.py [--tokenizer DIR] [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--tokenizer", help="A model directory with tokenizer.json (default: build SmolLM2's)."
     )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="Runs of each side, alternating; the best is kept."
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -125,8 +129,12 @@ def main() -> None:
             tokenizer = f"{tmp}/smollm2"
             convert_model("smollm2-135m-instruct", tokenizer)
         mb = corpus_bytes() / 1e6
-        v = child(VISHWAM, tokenizer, f"{tmp}/shards", STDLIB)
-        d = child(DATASETS, tokenizer, STDLIB)
+        runs_v, runs_d = [], []
+        for i in range(args.repeat):
+            runs_v.append(child(VISHWAM, tokenizer, f"{tmp}/shards{i}", STDLIB))
+            runs_d.append(child(DATASETS, tokenizer, STDLIB))
+        v = max(runs_v, key=lambda r: r["tokens_per_second"])
+        d = max(runs_d, key=lambda r: r["tokens_per_second"])
         make_second_copy(Path(tmp) / "copy2")
         v2 = child(VISHWAM, tokenizer, f"{tmp}/shards2", STDLIB, f"{tmp}/copy2")
     result = {
@@ -135,6 +143,10 @@ def main() -> None:
         "vishwam": v,
         "datasets": d,
         "speedup": round(v["tokens_per_second"] / d["tokens_per_second"], 2),
+        "all_runs_tokens_per_second": {
+            "vishwam": [r["tokens_per_second"] for r in runs_v],
+            "datasets": [r["tokens_per_second"] for r in runs_d],
+        },
         "cpu_efficiency_ratio": round(v["tokens_per_cpu_second"] / d["tokens_per_cpu_second"], 2),
         "vishwam_doubled_corpus": v2,
         "rss_growth_when_doubled": round(v2["peak_rss_mb"] / v["peak_rss_mb"], 2),
@@ -159,6 +171,8 @@ def main() -> None:
         f"  corpus doubled       : {v2['seconds']:6.1f} s  {v2['tokens']:>10,} tokens  {v2['tokens_per_second']:>9,} tokens/s"
         f"  peak RSS {v2['peak_rss_mb']} MB ({result['rss_growth_when_doubled']}x the single corpus)"
     )
+    runs = result["all_runs_tokens_per_second"]
+    print(f"  every run, tokens/s: vishwam {runs['vishwam']}, datasets {runs['datasets']}")
     print(
         f"  load average (1 min) before/after: {load_before:.2f} / {result['load_average'][1]:.2f} on {os.cpu_count()} cores"
     )

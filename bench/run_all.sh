@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 python bench/convert_gguf.py
 python bench/decode.py
 python bench/convert.py
+python bench/train.py
 python bench/eval.py

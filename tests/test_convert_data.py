@@ -714,3 +714,20 @@ def test_inspect_shows_the_manifest_histogram_and_decoded_rows(stdlib_shards):
         proc.returncode == 0 and "document length in tokens" in proc.stdout and "train row 0" in proc.stdout
     )
     assert json.loads(vishwam("convert", "inspect", out, "--json").stdout)["format"] == "text"
+
+
+def test_the_tokenizer_may_be_a_tokenizer_json_file(bpe_dir, tmp_path):
+    import shutil
+
+    (tmp_path / "a.txt").write_text("some text")
+    out = tmp_path / "out"
+    convert_data([str(tmp_path / "a.txt")], bpe_dir / "tokenizer.json", out)
+    m = read_manifest(out)
+    assert (out / "tokenizer.json").read_bytes() == (bpe_dir / "tokenizer.json").read_bytes()
+    assert "tokenizer_config.json" in m["tokenizer"]["files"] and m["tokenizer"]["eos_id"] == 2
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copyfile(bpe_dir / "tokenizer.json", lone / "mine.json")
+    with pytest.raises(VishwamError, match="has no eos_token"):
+        convert_data([str(tmp_path / "a.txt")], lone / "mine.json", tmp_path / "o2")
+    assert not (tmp_path / "o2").exists()

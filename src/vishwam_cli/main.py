@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vishwam_cli import analyze, convert, evaluate, generate
+from vishwam_cli import analyze, convert, evaluate, generate, pretrain, tot
 
 app = typer.Typer(
     name="vishwam",
@@ -18,7 +18,9 @@ app = typer.Typer(
 app.add_typer(convert.app, name="convert")
 app.command("analyze")(analyze.analyze)
 app.command("generate")(generate.generate)
+app.command("pretrain")(pretrain.pretrain)
 app.command("eval")(evaluate.eval_cmd)
+app.add_typer(tot.app, name="tot")
 
 
 def _version(value: bool) -> None:

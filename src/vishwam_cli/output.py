@@ -32,10 +32,11 @@ class Output:
             (render or _render_plain)(data)
 
     @contextmanager
-    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        """Yields `advance(n)`. Rich bar on a TTY; otherwise a plain line at most every 5 s."""
+    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        """Yields `advance(n, info=None)`; `info` is a short status (e.g. the loss) shown beside the
+        count. Rich bar on a TTY; otherwise a plain line at most every 5 s."""
         if self.quiet or self.json_mode:
-            yield lambda n=1: None
+            yield lambda n=1, info=None: None
             return
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -51,17 +52,22 @@ class Output:
                 transient=True,
             ) as bar:
                 task = bar.add_task(description, total=total)
-                yield lambda n=1: bar.advance(task, n)
+
+                def advance_bar(n: int = 1, info: str | None = None) -> None:
+                    bar.update(task, advance=n, description=f"{description} {info}" if info else description)
+
+                yield advance_bar
             return
         state = {"done": 0, "last": time.monotonic()}
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, info: str | None = None) -> None:
             state["done"] += n
             now = time.monotonic()
             if now - state["last"] >= 5 or (total and state["done"] >= total):
                 state["last"] = now
                 of = f"/{total}" if total else ""
-                print(f"{description}: {state['done']}{of}", file=sys.stderr, flush=True)
+                tail = f" {info}" if info else ""
+                print(f"{description}: {state['done']}{of}{tail}", file=sys.stderr, flush=True)
 
         yield advance
 

@@ -23,6 +23,7 @@ killed conversion leaves nothing that looks finished. This module knows nothing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -74,8 +75,7 @@ SHARD_TOKENS = 1 << 24  # ~16M tokens per shard file
 BATCH_CHARS = 1 << 20
 BATCH_DOCS = 2048
 QUEUE_BATCHES = 2  # batches the reader may run ahead of the encoder
-ENCODE_THREADS = 2  # concurrent tokenizer calls (each one fans out over all cores inside tokenizers)
-ENCODE_AHEAD = 3  # batches submitted for encoding before the oldest is packed
+MAX_ENCODE_THREADS = 8  # concurrent tokenizer calls; each holds one batch's encodings in memory
 OPEN_ROWS = 32  # rows the document packer keeps open for first-fit
 
 
@@ -570,6 +570,164 @@ def _resolve(value, key, old: dict | None, flag: str):
     return DEFAULTS.get(key) if value is None else value
 
 
+@dataclass
+class _Settings:
+    fmt: str
+    pack: str | None
+    seq_len: int
+    output_format: str
+    id_dtype: str
+    val_fraction: float
+    seed: int
+    shard_rows: int | None
+
+    @property
+    def row_len(self) -> int:
+        return self.seq_len + 1
+
+
+def _settings(old: dict | None, fmt, pack, seq_len, output_format, id_dtype, val_fraction, seed, shard_rows):
+    """Resolve and check the dataset-level settings (the ones an append must share)."""
+    if old is not None:
+        fmt = _resolve(fmt, "format", old, "--format")
+        pack = _resolve(pack, "pack", old, "--pack")
+    else:
+        fmt = fmt or "text"
+        if fmt == "preference" and pack is not None:
+            raise VishwamError("--pack does not apply to --format preference, which keeps one pair per row.")
+        pack = pack or _default_pack(fmt)
+    if fmt not in FORMATS:
+        raise VishwamError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'.")
+    if pack is not None and pack not in PACKINGS:
+        raise VishwamError(f"--pack must be one of {', '.join(PACKINGS)}, not '{pack}'.")
+    st = _Settings(
+        fmt=fmt,
+        pack=pack,
+        seq_len=_resolve(seq_len, "seq_len", old, "--seq-len"),
+        output_format=_resolve(output_format, "output_format", old, "--output-format"),
+        id_dtype=_resolve(id_dtype, "id_dtype", old, "--id-dtype"),
+        val_fraction=_resolve(val_fraction, "val_fraction", old, "--val-fraction"),
+        seed=_resolve(seed, "seed", old, "--seed"),
+        shard_rows=shard_rows if shard_rows is not None or old is None else old["shard_rows"],
+    )
+    if st.id_dtype not in ID_DTYPES:
+        raise VishwamError(f"--id-dtype must be one of {', '.join(ID_DTYPES)}, not '{st.id_dtype}'.")
+    if st.output_format not in ("parquet", "safetensors"):
+        raise VishwamError(f"--output-format must be parquet or safetensors, not '{st.output_format}'.")
+    if st.seq_len < 1:
+        raise VishwamError(f"--seq-len must be at least 1, not {st.seq_len}.")
+    if not 0 <= st.val_fraction < 1:
+        raise VishwamError(f"--val-fraction must be in [0, 1), not {st.val_fraction}.")
+    if st.shard_rows is not None and st.shard_rows < 1:
+        raise VishwamError(f"--shard-rows must be at least 1, not {st.shard_rows}.")
+    return st
+
+
+def _load_tokenizer(spec, st: _Settings, old: dict | None, out: Path):
+    """The tokenizer, its files to copy and its sha256, checked against the settings and the dataset."""
+    from vishwam_core.checkpoint import file_sha256
+    from vishwam_core.tokenizer import Tokenizer
+
+    tok_json, tok_files = _tokenizer_files(spec)
+    sha = file_sha256(tok_json)
+    if old is not None and old["tokenizer"]["sha256"] != sha:
+        raise VishwamError(
+            f"{out} was made with a different tokenizer (sha256 {old['tokenizer']['sha256'][:12]}, this one "
+            f"{sha[:12]}); append with the same tokenizer or convert into a new directory."
+        )
+    tok = Tokenizer.from_dir(tok_json)
+    limit = int(np.iinfo(ID_DTYPES[st.id_dtype]).max) + 1
+    if tok.vocab_size > limit:
+        raise VishwamError(
+            f"The tokenizer has {tok.vocab_size:,} tokens, more than --id-dtype {st.id_dtype} holds ({limit:,}); "
+            "use --id-dtype int32."
+        )
+    if tok.eos_id is None:
+        raise VishwamError(
+            f"The tokenizer at {spec} has no eos_token (tokenizer_config.json); vishwam ends documents with it."
+        )
+    if st.fmt == "chat" and not tok.chat_template:
+        raise VishwamError(f"--format chat needs a chat template, and the tokenizer at {spec} has none.")
+    return tok, tok_files, sha
+
+
+@contextlib.contextmanager
+def _encode_pool() -> Iterator[tuple[ThreadPoolExecutor, int]]:
+    """A pool of one tokenizer call per core (up to MAX_ENCODE_THREADS), and how many batches to keep
+    in flight.
+
+    tokenizers releases the GIL, so concurrent calls use every core, and a core that finishes early
+    starts the next batch instead of idling while another finishes a long document. With the cores
+    covered this way, tokenizers' own fan-out inside each call (rayon) only adds scheduling: alternating
+    A/B runs here measured ~8% more CPU per token with it. So it is switched off for the duration, unless
+    the user set TOKENIZERS_PARALLELISM or there are more cores than threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = min(cores, MAX_ENCODE_THREADS)
+    key = "TOKENIZERS_PARALLELISM"  # tokenizers reads it on every call
+    mine = key not in os.environ and threads == cores
+    if mine:
+        os.environ[key] = "false"
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="vishwam-encode") as pool:
+            yield pool, threads + 1
+    finally:
+        if mine:
+            os.environ.pop(key, None)
+
+
+def _pump(reader: _Reader, encoder: _Encoder, st: _Settings, packers, tally, max_tokens, progress):
+    """Read -> encode -> pack until the sources end or --max-tokens is reached; batches are encoded
+    concurrently (`_encode_pool`) and consumed strictly in order. Returns (sources opened, stopped)."""
+    opened: list[int] = []
+    total = 0
+    with reader, _encode_pool() as (pool, ahead):
+        inflight: deque = deque()
+        batches = reader.batches()
+        while True:
+            while len(inflight) < ahead:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                inflight.append((batch, pool.submit(encoder.encode, batch)))
+            if not inflight:
+                return opened, False
+            batch, future = inflight.popleft()
+            before = total
+            total, stopped = _consume(batch, future.result(), st, packers, tally, opened, total, max_tokens)
+            if progress:
+                progress(total - before)
+            if stopped:
+                for _, f in inflight:
+                    f.cancel()
+                return opened, True
+
+
+def _split_entries(split, writer, packer, tally, old, out: Path, tmp: Path, output_format) -> dict[str, Any]:
+    """A split's manifest entry; when appending, the old shards are hard-linked under their new names."""
+    padding = packer.finish()
+    prior = old["splits"].get(split) if old else None
+    prior_shards = list(prior["shards"]) if prior else []
+    new = writer.close()  # numbered after the prior shards, named -of-(prior + new)
+    count = len(prior_shards) + len(new)
+    for i, entry in enumerate(prior_shards):
+        name = shard_name(split, i, count, output_format)
+        os.link(out / entry["file"], tmp / name)
+        prior_shards[i] = {**entry, "file": name}
+    t = tally.splits[split]
+    hist = t["histogram"].copy()
+    if prior:
+        old_counts = prior["length_histogram"]["documents"]
+        hist[: len(old_counts)] += np.asarray(old_counts, np.int64)
+    return {
+        "documents": t["documents"] + (prior["documents"] if prior else 0),
+        "tokens": t["tokens"] + (prior["tokens"] if prior else 0),
+        "rows": sum(e["rows"] for e in prior_shards + new),
+        "padding_tokens": padding + (prior["padding_tokens"] if prior else 0),
+        "length_histogram": _histogram(hist),
+        "shards": prior_shards + new,
+    }
+
+
 def convert_data(
     sources: list[str],
     tokenizer: str | Path,
@@ -601,9 +759,8 @@ def convert_data(
 
     Unset options take the defaults, or with `append=True` the existing dataset's settings.
     """
-    from vishwam_core.checkpoint import atomic_directory, file_sha256
+    from vishwam_core.checkpoint import atomic_directory
     from vishwam_core.sources import check_specs
-    from vishwam_core.tokenizer import Tokenizer
 
     started = time.perf_counter()
     out = Path(out)
@@ -614,73 +771,28 @@ def convert_data(
         old = read_manifest(out)
     elif out.exists() and not force:
         raise VishwamError(f"{out} already exists; pass --force to replace it or --append to add to it.")
-
-    fmt = _resolve(fmt, "format", old, "--format") if old is not None else (fmt or "text")
-    if fmt not in FORMATS:
-        raise VishwamError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'.")
-    if old is not None:
-        pack = _resolve(pack, "pack", old, "--pack")
-    elif fmt == "preference":
-        if pack is not None:
-            raise VishwamError("--pack does not apply to --format preference, which keeps one pair per row.")
-    else:
-        pack = pack or _default_pack(fmt)
-    if pack is not None and pack not in PACKINGS:
-        raise VishwamError(f"--pack must be one of {', '.join(PACKINGS)}, not '{pack}'.")
-    seq_len = _resolve(seq_len, "seq_len", old, "--seq-len")
-    output_format = _resolve(output_format, "output_format", old, "--output-format")
-    id_dtype = _resolve(id_dtype, "id_dtype", old, "--id-dtype")
-    val_fraction = _resolve(val_fraction, "val_fraction", old, "--val-fraction")
-    seed = _resolve(seed, "seed", old, "--seed")
+    st = _settings(old, fmt, pack, seq_len, output_format, id_dtype, val_fraction, seed, shard_rows)
     if on_error not in ON_ERROR:
         raise VishwamError(f"--on-error must be fail or skip, not '{on_error}'.")
-    if id_dtype not in ID_DTYPES:
-        raise VishwamError(f"--id-dtype must be one of {', '.join(ID_DTYPES)}, not '{id_dtype}'.")
-    if output_format not in ("parquet", "safetensors"):
-        raise VishwamError(f"--output-format must be parquet or safetensors, not '{output_format}'.")
-    if seq_len < 1:
-        raise VishwamError(f"--seq-len must be at least 1, not {seq_len}.")
-    if not 0 <= val_fraction < 1:
-        raise VishwamError(f"--val-fraction must be in [0, 1), not {val_fraction}.")
-    if shard_rows is not None and shard_rows < 1:
-        raise VishwamError(f"--shard-rows must be at least 1, not {shard_rows}.")
     if max_tokens is not None and max_tokens < 1:
         raise VishwamError(f"--max-tokens must be at least 1, not {max_tokens}.")
-
-    tok_json, tok_files = _tokenizer_files(tokenizer)
-    tok_sha = file_sha256(tok_json)
-    if old is not None and old["tokenizer"]["sha256"] != tok_sha:
-        raise VishwamError(
-            f"{out} was made with a different tokenizer (sha256 {old['tokenizer']['sha256'][:12]}, this one "
-            f"{tok_sha[:12]}); append with the same tokenizer or convert into a new directory."
-        )
-    tok = Tokenizer.from_dir(tok_json)
-    limit = int(np.iinfo(ID_DTYPES[id_dtype]).max) + 1
-    if tok.vocab_size > limit:
-        raise VishwamError(
-            f"The tokenizer has {tok.vocab_size:,} tokens, more than --id-dtype {id_dtype} holds ({limit:,}); "
-            "use --id-dtype int32."
-        )
-    if tok.eos_id is None:
-        raise VishwamError(
-            f"The tokenizer at {tokenizer} has no eos_token (tokenizer_config.json); vishwam ends documents with it."
-        )
-    if fmt == "chat" and not tok.chat_template:
-        raise VishwamError(f"--format chat needs a chat template, and the tokenizer at {tokenizer} has none.")
+    tok, tok_files, tok_sha = _load_tokenizer(tokenizer, st, old, out)
     pad_id = tok.token_id(_token_content(tok.config.get("pad_token")))
     pad_id = tok.eos_id if pad_id is None else pad_id
     check_specs(sources)
 
-    row_len = seq_len + 1
-    columns = _columns(fmt, pack, id_dtype)
-    row_group_rows = max(1, ROW_GROUP_TOKENS // row_len)
-    if shard_rows is None:
-        shard_rows = old["shard_rows"] if old is not None else max(row_group_rows, SHARD_TOKENS // row_len)
-    fields = {"text": text_field or "text", "messages": text_field or "messages"}
-    stdin_kind = stdin_format or ("text" if fmt == "text" else "jsonl")
-    splits = SPLITS if val_fraction > 0 else ("train",)
+    columns = _columns(st.fmt, st.pack, st.id_dtype)
+    row_group_rows = max(1, ROW_GROUP_TOKENS // st.row_len)
+    shard_rows = st.shard_rows or max(row_group_rows, SHARD_TOKENS // st.row_len)
+    splits = SPLITS if st.val_fraction > 0 else ("train",)
     if old is not None:
         splits = tuple(dict.fromkeys([*old["splits"], *splits]))
+    fields = {"text": text_field or "text", "messages": text_field or "messages"}
+    stdin_kind = stdin_format or ("text" if st.fmt == "text" else "jsonl")
+    opts = {"min_chars": min_chars, "max_chars": max_chars, "dedup": dedup, "val_fraction": st.val_fraction}
+    reader = _Reader(
+        sources, st.fmt, fields, on_error, include, exclude, stdin_kind, {**opts, "seed": st.seed}
+    )
 
     with atomic_directory(out, force=force or append) as tmp:
         writers = {
@@ -688,88 +800,34 @@ def convert_data(
                 tmp,
                 s,
                 columns,
-                row_len,
+                st.row_len,
                 row_group_rows,
                 shard_rows,
-                output_format,
+                st.output_format,
                 first_index=len(old["splits"].get(s, {}).get("shards", [])) if old else 0,
             )
             for s in splits
         }
-        packer_cls = {"concat": ConcatPacker, "documents": DocumentPacker, None: PairWriter}[pack]
-        packers = {s: packer_cls(w, row_len, pad_id) for s, w in writers.items()}
+        packer_cls = {"concat": ConcatPacker, "documents": DocumentPacker, None: PairWriter}[st.pack]
+        packers = {s: packer_cls(w, st.row_len, pad_id) for s, w in writers.items()}
         tally = _Tally(splits)
-        encoder = _Encoder(tok, fmt)
-        opts = {
-            "min_chars": min_chars,
-            "max_chars": max_chars,
-            "dedup": dedup,
-            "val_fraction": val_fraction,
-            "seed": seed,
-        }
-        stopped_early = False
-        total = 0
-        reader = _Reader(sources, fmt, fields, on_error, include, exclude, stdin_kind, opts)
-        opened: list[int] = []
         try:
-            # Batches are encoded ENCODE_AHEAD at a time on a small thread pool: tokenizers releases the
-            # GIL, and overlapping calls let a free core start the next batch while another finishes the
-            # longest document of the last one; results are consumed strictly in order.
-            with reader, ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="vishwam-encode") as pool:
-                inflight: deque = deque()
-                batches = reader.batches()
-                while True:
-                    while len(inflight) < ENCODE_AHEAD:
-                        batch = next(batches, None)
-                        if batch is None:
-                            break
-                        inflight.append((batch, pool.submit(encoder.encode, batch)))
-                    if not inflight:
-                        break
-                    batch, future = inflight.popleft()
-                    before = total
-                    total, stopped_early = _consume(
-                        batch, future.result(), fmt, pack, packers, tally, opened, total, max_tokens, row_len
-                    )
-                    if progress:
-                        progress(total - before)
-                    if stopped_early:
-                        for _, f in inflight:
-                            f.cancel()
-                        break
+            opened, stopped_early = _pump(
+                reader, _Encoder(tok, st.fmt), st, packers, tally, max_tokens, progress
+            )
         except BaseException:
             for w in writers.values():
                 w.abort()
             raise
-        if not any(tally.splits[s]["documents"] for s in tally.splits):
+        if not any(t["documents"] for t in tally.splits.values()):
             _raise_empty(reader.sources, opened, tally)
-
-        padding = {s: p.finish() for s, p in packers.items()}
-        split_info = {}
-        for s, w in writers.items():
-            prior = old["splits"].get(s) if old else None
-            prior_shards = list(prior["shards"]) if prior else []
-            new = w.close()  # numbered after the prior shards, named -of-(prior + new)
-            count = len(prior_shards) + len(new)
-            for i, entry in enumerate(prior_shards):
-                name = shard_name(s, i, count, output_format)
-                os.link(out / entry["file"], tmp / name)
-                prior_shards[i] = {**entry, "file": name}
-            t = tally.splits[s]
-            hist = t["histogram"]
-            if prior:
-                edges = prior["length_histogram"]["documents"]
-                hist = hist.copy()
-                hist[: len(edges)] += np.asarray(edges, np.int64)
-            split_info[s] = {
-                "documents": t["documents"] + (prior["documents"] if prior else 0),
-                "tokens": t["tokens"] + (prior["tokens"] if prior else 0),
-                "rows": sum(e["rows"] for e in prior_shards + new),
-                "padding_tokens": padding[s] + (prior["padding_tokens"] if prior else 0),
-                "length_histogram": _histogram(hist),
-                "shards": prior_shards + new,
-            }
-        for f in tok_files:
+        split_info = {
+            s: _split_entries(s, writers[s], packers[s], tally, old, out, tmp, st.output_format)
+            for s in splits
+        }
+        # The tokenizer travels with the shards (inspect decodes with it; training checks it).
+        shutil.copyfile(tok_files[0], tmp / "tokenizer.json")
+        for f in tok_files[1:]:
             shutil.copyfile(f, tmp / f.name)
         run = {
             "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -778,12 +836,10 @@ def convert_data(
             "options": {
                 "text_field": text_field,
                 "on_error": on_error,
-                "min_chars": min_chars,
-                "max_chars": max_chars,
-                "dedup": dedup,
                 "max_tokens": max_tokens,
                 "include": include or [],
                 "exclude": exclude or [],
+                **{k: v for k, v in opts.items() if k != "val_fraction"},
             },
             "stopped_at_max_tokens": stopped_early,
             "documents": {
@@ -796,17 +852,17 @@ def convert_data(
         }
         manifest = {
             "schema_version": SCHEMA_VERSION,
-            "format": fmt,
-            "pack": pack,
-            "seq_len": seq_len,
-            "row_len": row_len,
-            "output_format": output_format,
-            "id_dtype": id_dtype,
+            "format": st.fmt,
+            "pack": st.pack,
+            "seq_len": st.seq_len,
+            "row_len": st.row_len,
+            "output_format": st.output_format,
+            "id_dtype": st.id_dtype,
             "columns": columns,
             "row_group_rows": row_group_rows,
             "shard_rows": shard_rows,
-            "seed": seed,
-            "val_fraction": val_fraction,
+            "seed": st.seed,
+            "val_fraction": st.val_fraction,
             "tokenizer": {
                 "file": "tokenizer.json",
                 "sha256": tok_sha,
@@ -815,23 +871,22 @@ def convert_data(
                 "eos_id": tok.eos_id,
                 "bos_id": tok.bos_id,
                 "pad_id": pad_id,
-                "files": [f.name for f in tok_files],
+                "files": ["tokenizer.json", *(f.name for f in tok_files[1:])],
             },
             "splits": split_info,
             "runs": [*(old["runs"] if old else []), run],
         }
         write_manifest(tmp, manifest)
     seconds = time.perf_counter() - started
-    new_tokens = run["tokens"]
     return {
         "out": str(out),
-        "format": fmt,
-        "pack": pack,
-        "seq_len": seq_len,
-        "output_format": output_format,
+        "format": st.fmt,
+        "pack": st.pack,
+        "seq_len": st.seq_len,
+        "output_format": st.output_format,
         "appended": append,
         "documents": run["documents"],
-        "tokens": new_tokens,
+        "tokens": run["tokens"],
         "filters": {f["name"]: f["dropped_documents"] for f in run["filters"] if f["dropped_documents"]},
         "splits": {
             s: {k: v for k, v in info.items() if k in ("documents", "tokens", "rows")}
@@ -840,7 +895,7 @@ def convert_data(
         "sources": len(opened),
         "stopped_at_max_tokens": stopped_early,
         "seconds": round(seconds, 3),
-        "tokens_per_second": round(new_tokens / seconds) if seconds else None,
+        "tokens_per_second": round(run["tokens"] / seconds) if seconds else None,
         "files": [MANIFEST_NAME, *(e["file"] for info in split_info.values() for e in info["shards"])],
     }
 
@@ -862,8 +917,9 @@ def _raise_empty(sources: list[Source], opened: list[int], tally: _Tally) -> Non
     raise VishwamError(f"No documents left to convert: all {read} read were dropped ({dropped}).")
 
 
-def _consume(batch, encoded, fmt, pack, packers, tally, opened, total, max_tokens, row_len):
+def _consume(batch, encoded, st: _Settings, packers, tally, opened, total, max_tokens):
     """Account and pack one encoded batch in document order; returns (tokens so far, stopped)."""
+    fmt, pack, row_len = st.fmt, st.pack, st.row_len
     flat = encoded if fmt == "text" else None
     results = iter(range(len(encoded))) if flat is not None else iter(encoded)
     per_split: dict[str, list] = {s: [] for s in packers}

@@ -206,9 +206,13 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 
 def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array, w_down: jax.Array) -> jax.Array:
-    gate = jnp.einsum("btd,df->btf", x, w_gate)
-    up = jnp.einsum("btd,df->btf", x, w_up)
-    return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, w_down)
+    """x: (B, T, D). The matmuls run on the flattened (B*T, D) rows: for 2-D operands XLA:CPU inserts
+    fewer layout copies in the backward pass than for 3-D einsums (measured ~8% of a train step)."""
+    B, T, D = x.shape
+    rows = x.reshape(B * T, D)  # (BT, D)
+    gate = jnp.einsum("rd,df->rf", rows, w_gate)  # (BT, F)
+    up = jnp.einsum("rd,df->rf", rows, w_up)
+    return jnp.einsum("rf,fd->rd", jax.nn.silu(gate) * up, w_down).reshape(B, T, -1)  # (B, T, D)
 
 
 def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, cache_index=None):
@@ -219,9 +223,10 @@ def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, cache_ind
     cdt = h.dtype
     B, T, _ = h.shape
     N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    q = jnp.einsum("btd,dq->btq", h, p["wq"].astype(cdt))
-    k = jnp.einsum("btd,dk->btk", h, p["wk"].astype(cdt))
-    v = jnp.einsum("btd,dk->btk", h, p["wv"].astype(cdt))
+    rows = h.reshape(B * T, -1)  # (BT, D): 2-D matmuls, as in swiglu
+    q = jnp.einsum("rd,dq->rq", rows, p["wq"].astype(cdt))  # (BT, N*H)
+    k = jnp.einsum("rd,dk->rk", rows, p["wk"].astype(cdt))  # (BT, K*H)
+    v = jnp.einsum("rd,dk->rk", rows, p["wv"].astype(cdt))
     if cfg.qkv_bias:
         q, k, v = q + p["bq"].astype(cdt), k + p["bk"].astype(cdt), v + p["bv"].astype(cdt)
     q = q.reshape(B, T, N, H)  # (B, T, N, H)
@@ -236,7 +241,7 @@ def attention_block(cfg: ModelConfig, p, h, rope, mask, bias, kv=None, cache_ind
         kv = (k_cache, v_cache)
         k, v = k_cache.astype(cdt), v_cache.astype(cdt)  # (B, S, K, H)
     out = attention(q, k, v, mask=mask, bias=bias, scale=1.0 / math.sqrt(H))  # (B, T, N, H)
-    out = jnp.einsum("btq,qd->btd", out.reshape(B, T, N * H), p["wo"].astype(cdt))
+    out = jnp.einsum("rq,qd->rd", out.reshape(B * T, N * H), p["wo"].astype(cdt)).reshape(B, T, -1)
     return out, kv
 
 

@@ -51,7 +51,6 @@ COLUMN_DTYPES = {
     "rejected_input_ids": np.int32,
     "rejected_loss_mask": np.uint8,
 }
-ID_COLUMNS = ("input_ids", "rejected_input_ids")
 OUTPUT_FORMATS = ("parquet", "safetensors")
 _SUFFIX = {"parquet": ".parquet", "safetensors": ".safetensors"}
 

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -77,7 +77,6 @@ class Doc:
     value: Any
     raw: bytes | None = None  # the document's bytes, when it came from a text file (hashing reuses them)
     problem: str | None = None  # decode_error | bad_record | missing_field, under on_error="skip"
-    where: str = field(default="", repr=False)
 
 
 def kind_of(path: str) -> tuple[str, bool]:
@@ -210,10 +209,10 @@ def read_source(source: Source, fmt: str, fields: dict[str, str], on_error: str)
             raw.close()
 
 
-def _problem(kind: str, message: str, on_error: str, where: str = "") -> Doc:
+def _problem(kind: str, message: str, on_error: str) -> Doc:
     if on_error != "skip":
         raise VishwamError(f"{message} ({_SKIP_HINT}).")
-    return Doc(None, problem=kind, where=where)
+    return Doc(None, problem=kind)
 
 
 def _cut(data: bytes) -> int:
@@ -246,7 +245,7 @@ def _read_text(stream, label, source, fmt, fields, on_error) -> Iterator[Doc]:
             text = piece.decode("utf-8")
         except UnicodeDecodeError as e:
             at = offset + e.start
-            yield _problem("decode_error", f"{label}: invalid UTF-8 at byte {at}", on_error, f"byte {at}")
+            yield _problem("decode_error", f"{label}: invalid UTF-8 at byte {at}", on_error)
         else:
             yield Doc(text, raw=piece)
         offset += len(piece)
@@ -260,7 +259,7 @@ def _fields_of(
     """Pick the format's fields out of one record, or report what is wrong with it."""
     if not isinstance(record, dict):
         return _problem(
-            "bad_record", f"{label} {where} is a JSON {type(record).__name__}, not an object", on_error, where
+            "bad_record", f"{label} {where} is a JSON {type(record).__name__}, not an object", on_error
         )
     roles = FORMAT_FIELDS[fmt]
     optional = {"prompt"} if fmt == "preference" else set()
@@ -276,7 +275,6 @@ def _fields_of(
                 "missing_field",
                 f"{label} {where} has no field '{name}'; its fields are: {available}{flag}",
                 on_error,
-                where,
             )
         value[role] = record[name]
     if fmt == "text":
@@ -286,13 +284,12 @@ def _fields_of(
                 "bad_record",
                 f"{label} {where}: field '{fields.get('text', 'text')}' is a {type(text).__name__}, not a string",
                 on_error,
-                where,
             )
-        return Doc(text, where=where)
+        return Doc(text)
     bad = _check_record(fmt, value)
     if bad:
-        return _problem("bad_record", f"{label} {where}: {bad}", on_error, where)
-    return Doc(value, where=where)
+        return _problem("bad_record", f"{label} {where}: {bad}", on_error)
+    return Doc(value)
 
 
 def _check_messages(messages: Any) -> bool:
@@ -336,7 +333,7 @@ def _read_jsonl(stream, label, source, fmt, fields, on_error) -> Iterator[Doc]:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
             at = start + e.start
-            yield _problem("decode_error", f"{label} {where}: invalid UTF-8 at byte {at}", on_error, where)
+            yield _problem("decode_error", f"{label} {where}: invalid UTF-8 at byte {at}", on_error)
             continue
         try:
             record = json.loads(text)
@@ -345,7 +342,6 @@ def _read_jsonl(stream, label, source, fmt, fields, on_error) -> Iterator[Doc]:
                 "bad_record",
                 f"{label} {where} is not valid JSON ({e.msg} at column {e.colno})",
                 on_error,
-                where,
             )
             continue
         doc = _fields_of(record, where, fmt, fields, on_error, label)
@@ -397,7 +393,7 @@ def _read_csv(stream, label, source, fmt, fields, on_error) -> Iterator[Doc]:
         where = f"row {number}"  # records after the header; a quoted field may span lines
         if any(_has_surrogates(cell) for cell in row):
             at = _first_bad_byte(lines)
-            yield _problem("decode_error", f"{label} {where}: invalid UTF-8 at byte {at}", on_error, where)
+            yield _problem("decode_error", f"{label} {where}: invalid UTF-8 at byte {at}", on_error)
         else:
             doc = _fields_of(dict(zip(header, row, strict=False)), where, fmt, fields, on_error, label)
             if doc is not None:
