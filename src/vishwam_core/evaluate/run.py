@@ -55,10 +55,16 @@ def check_checkpoint(path: str | Path) -> Path:
     return path
 
 
+GENERIC_NAMES = {"model", "export", "final", "hf", "checkpoint"}
+
+
 def checkpoint_names(paths: list[Path]) -> list[str]:
+    """Report-card column names: each directory's name as given (a symlink keeps its own), with the
+    parent's in front of a generic one (runs/demo/model -> demo-model); repeats numbered."""
     names, seen = [], {}
     for p in paths:
-        base = Path(os.path.abspath(p)).name  # the name as given (a symlink keeps its own name)
+        given = Path(os.path.abspath(p))
+        base = f"{given.parent.name}-{given.name}" if given.name in GENERIC_NAMES else given.name
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
