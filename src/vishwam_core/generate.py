@@ -113,12 +113,20 @@ def _bucket_batch(n: int) -> int:
 class Engine:
     """Holds a model's weights split per layer and the compiled steps; call `generate` repeatedly."""
 
-    def __init__(self, model: Transformer, prefill_chunk: int = 64, cache_bucket: int = 256):
+    def __init__(
+        self,
+        model: Transformer,
+        prefill_chunk: int = 64,
+        cache_bucket: int = 256,
+        layers: list[dict[str, jax.Array]] | None = None,
+    ):
+        """`layers`: the model's `unstack_layers` copy, when the caller already holds one (so two
+        users of one model, e.g. eval's scorer and this engine, keep one copy of the weights)."""
         self.cfg = model.cfg
         self.prefill_chunk = prefill_chunk
         self.cache_bucket = cache_bucket
         self._graphdef, self._state = nnx.split(model)
-        self._layers = unstack_layers(model)
+        self._layers = layers if layers is not None else unstack_layers(model)
         self._compiled: dict[tuple, object] = {}
         self.compile_seconds = 0.0
 

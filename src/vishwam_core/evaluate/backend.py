@@ -24,7 +24,6 @@ Imports lm_eval and jax at module level: import this module only when evaluating
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -86,7 +85,7 @@ class Scorer:
         self.cache_slots = max(1, cache_bytes // kv_bytes_per_token(model.cfg))
         self.logit_tokens = logit_tokens
         self._graphdef, self._state = nnx.split(model)
-        self._layers = unstack_layers(model)
+        self.layers = unstack_layers(model)  # per-layer weights, as the generation engine uses them
         self._compiled: dict[tuple, object] = {}
         self.compile_seconds = 0.0
         self.forward_tokens = 0  # tokens actually run through the model (prefixes once, padding included)
@@ -228,7 +227,7 @@ class Scorer:
                     self._prefill_impl,
                     (2,),
                     self._state,
-                    self._layers,
+                    self.layers,
                     cache,
                     tok[:, c : c + C],
                     pos[:, c : c + C],
@@ -263,7 +262,7 @@ class Scorer:
                 self._score_impl,
                 (2,),
                 self._state,
-                self._layers,
+                self.layers,
                 cache,
                 tok[:, s],
                 pos[:, s],
@@ -411,8 +410,8 @@ class VishwamLM(TemplateLM):
         from vishwam_core.chat import generate_text
         from vishwam_core.generate import Engine, SamplingParams
 
-        if self._engine is None:
-            self._engine = Engine(self.model)
+        if self._engine is None:  # shares the scorer's per-layer weights: one copy, not two
+            self._engine = Engine(self.model, layers=self.scorer.layers)
         t = time.perf_counter()
         eos = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
         by_kwargs: dict[str, list[int]] = defaultdict(list)
@@ -462,13 +461,3 @@ class VishwamLM(TemplateLM):
         if kwargs:
             log.warning("vishwam ignores these generation kwargs: %s", ", ".join(sorted(kwargs)))
         return fields
-
-
-def perplexity_from_loglikelihood(total_logprob: float, tokens: int, n_bytes: int) -> dict[str, float]:
-    """Token perplexity, bits per byte and byte perplexity from a summed natural-log likelihood."""
-    nll = -total_logprob
-    return {
-        "token_perplexity": math.exp(nll / tokens) if tokens else float("nan"),
-        "bits_per_byte": nll / (n_bytes * math.log(2)) if n_bytes else float("nan"),
-        "byte_perplexity": math.exp(nll / n_bytes) if n_bytes else float("nan"),
-    }
