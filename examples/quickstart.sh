@@ -25,7 +25,7 @@ vishwam convert inspect "$WORK/stdlib-shards" --samples 1 --chars 300
 
 echo "== 6. Train an 8192-token BPE on the same source and shard it again at 256 tokens per row"
 vishwam convert tokenizer "$STDLIB" --include '*.py' --exclude 'site-packages/*' --on-error skip \
-  --vocab-size 8192 --max-documents 2000 --out "$WORK/tok8k" --force --quiet
+  --vocab-size 8192 --max-documents 2000 --out "$WORK/tok8k" --force
 vishwam convert data "$STDLIB" --tokenizer "$WORK/tok8k" --out "$WORK/stdlib-8k" \
   --include '*.py' --exclude 'site-packages/*' --on-error skip --seq-len 256 --max-tokens 2000000 --force
 

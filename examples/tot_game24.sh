@@ -20,7 +20,7 @@ echo "== 1. Solver-made traces (rows 900-1099 held out)"
 vishwam tot traces "$W/traces.jsonl" --hold-out 900:1100 --force
 
 echo "== 2. A byte-level BPE on the traces, then instruct shards (loss on the replies)"
-vishwam convert tokenizer "$W/traces.jsonl" --vocab-size 384 --out "$W/tok" --force --quiet
+vishwam convert tokenizer "$W/traces.jsonl" --vocab-size 384 --out "$W/tok" --force
 vishwam convert data "$W/traces.jsonl" --format instruct -t "$W/tok" -o "$W/shards" --seq-len 256 --force
 
 echo "== 3. Train a small model from scratch"

@@ -675,7 +675,7 @@ def test_convert_tokenizer_trains_a_byte_level_bpe_transformers_reads(tmp_path):
     proc = vishwam("convert", "tokenizer", STDLIB / "json", "--vocab-size", "400", "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
-    assert s["vocab_size"] == 400 and s["documents"] == 5
+    assert s["vocab_size"] == 400 and s["documents"] == 5 and s["sources"] == 5
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     tok = Tokenizer.from_dir(out)
     assert [tok.token_id(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [0, 1, 2]
@@ -693,6 +693,9 @@ def test_convert_tokenizer_trains_a_byte_level_bpe_transformers_reads(tmp_path):
     again = tmp_path / "again"
     vishwam("convert", "tokenizer", STDLIB / "json", "--vocab-size", "400", "--out", again, "--quiet")
     assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    human = vishwam("convert", "tokenizer", STDLIB / "json", "--vocab-size", "400", "--out", tmp_path / "h")
+    assert human.returncode == 0, human.stderr
+    assert "400 tokens" in human.stdout and "5 documents" in human.stdout and "from 5 file(s)" in human.stdout
     proc = vishwam(
         "convert", "tokenizer", STDLIB / "json", "--vocab-size", "100", "--out", tmp_path / "small"
     )

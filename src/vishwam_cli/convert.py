@@ -315,7 +315,7 @@ def render_tokenizer_summary(s: dict) -> None:
             f"  (asked for {s['requested_vocab_size']:,}; the text holds no more pairs seen --min-frequency times)"
         )
     console.print(
-        f"  trained on {s['documents']:,} documents ({s['characters']:,} characters) from {s['files']:,} file(s)"
+        f"  trained on {s['documents']:,} documents ({s['characters']:,} characters) from {s['sources']:,} file(s)"
         f" in {s['seconds']:.1f} s",
         highlight=False,
     )

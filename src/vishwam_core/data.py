@@ -1067,12 +1067,12 @@ def convert_tokenizer(
     if out.exists() and not force:
         raise VishwamError(f"{out} already exists; pass --force to replace it.")
     check_specs(sources)
-    counts = {"documents": 0, "characters": 0, "skipped": 0, "files": 0}
+    counts = {"documents": 0, "characters": 0, "skipped": 0, "sources": 0}
     fields = {"text": text_field or "text"}
 
     def texts() -> Iterator[str]:
         for source in expand(sources, include, exclude, stdin_format or "text"):
-            counts["files"] += 1
+            counts["sources"] += 1
             for doc in read_source(source, "text", fields, on_error):
                 if doc.problem:
                     counts["skipped"] += 1
