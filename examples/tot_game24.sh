@@ -2,18 +2,21 @@
 # Tree of Thoughts on Game of 24 with a model trained here from scratch (docs/tot.md records a run).
 #
 #   1. solver-made traces in the search's own step format for every solvable puzzle except rows 900-1099
-#      of the ToT paper's CSV (900-999: the paper's test set; 1000-1099: a pool for the ToT search of 6);
+#      of the ToT paper's CSV (900-999: the paper's test set; 1000-1099: a pool for the ToT search of step 5);
 #   2. a small BPE and loss-masked instruct shards from them (vishwam convert tokenizer / data);
-#   3. a ~3.3M-parameter Llama trained from scratch on the replies only (vishwam pretrain --objective sft);
+#   3. a 3.5M-parameter Llama trained from scratch on the replies only (vishwam pretrain --objective sft),
+#      360 steps, then 480 more from that export at a lower peak lr (3.4M tokens in all, ~2.3 epochs);
 #   4. on the 100 test puzzles: IO, CoT greedy, ToT-BFS (the model proposes AND values; the solver only
 #      verifies the final answer), then CoT best-of-k with k = ToT-BFS's mean LM calls per puzzle;
 #   5. ToT-BFS over the unseen pool, its verified paths exported as shards, SFT on them, and CoT greedy
 #      on the test puzzles before and after.
 #
-# Usage: bash examples/tot_game24.sh [WORK_DIR]   (STEPS=360 by default: ~1.5M tokens, ~1.4 epochs)
+# Usage: bash examples/tot_game24.sh [WORK_DIR]   (STEPS=360 STEPS2=480 by default; ~35 min of training
+# on 2 quiet CPU cores, ~1 h for the rest)
 set -euo pipefail
 W=${1:-out/tot-game24}
 STEPS=${STEPS:-360}
+STEPS2=${STEPS2:-480}
 mkdir -p "$W"
 
 echo "== 1. Solver-made traces (rows 900-1099 held out)"
@@ -25,12 +28,15 @@ vishwam convert data "$W/traces.jsonl" --format instruct -t "$W/tok" -o "$W/shar
 
 echo "== 3. Train a small model from scratch"
 cat > "$W/model.json" <<'JSON'
-{"name": "tot-game24-3m", "vocab_size": 320, "d_model": 256, "n_layers": 4, "n_heads": 8, "n_kv_heads": 8,
+{"name": "tot-game24-4m", "vocab_size": 320, "d_model": 256, "n_layers": 4, "n_heads": 8, "n_kv_heads": 8,
  "head_dim": 32, "ffn_dim": 768, "max_seq_len": 512, "tie_embeddings": true, "rope_theta": 10000.0}
 JSON
 vishwam pretrain --data "$W/shards" --model "$W/model.json" --objective sft --out "$W/run" --steps "$STEPS" \
   --batch-size 16 --lr 1e-3 --warmup-steps 30 --eval-every 60 --log-every 10 --force
-M="$W/run/model"
+echo "== 3b. Continue training it (the loss was still falling): a second cosine at a lower peak"
+vishwam pretrain --data "$W/shards" --init-from "$W/run/model" --objective sft --out "$W/run2" --steps "$STEPS2" \
+  --batch-size 16 --lr 6e-4 --warmup-steps 20 --eval-every 120 --log-every 20 --force
+M="$W/run2/model"
 TEST=(--prompts compact --no-chat --range 900:1000)
 
 echo "== 4. The 100 test puzzles: IO, CoT greedy, ToT-BFS, then CoT best-of-k at ToT's LM calls"
