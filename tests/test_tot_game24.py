@@ -247,6 +247,30 @@ def test_bfs_and_dfs_solve_with_a_perfect_model(style, puzzles):
     assert all(r["response"].endswith("sure") for r in records if r["kind"] != "cot")
 
 
+def test_tree_stats_grade_a_perfect_models_search_as_perfect(puzzles, tmp_path):
+    """examples/tot_tree_stats.py (docs/tot.md's diagnostics) on trees written by a real run."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "tot_tree_stats", Path(__file__).parents[1] / "examples" / "tot_tree_stats.py"
+    )
+    stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats)
+    task, fn = oracle("compact")
+    trees = bfs(task, FunctionLM(fn), puzzles[900:903], SearchConfig(breadth=2, n_evaluate=1))
+    for t in trees:
+        t.save(tmp_path / f"{t.puzzle_id}.json")
+    docs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    s = stats.search_stats(docs)
+    assert s["puzzles"] == 3 and s["proposals_right"] == 1.0
+    assert s["solvable_judged_sure"] == 1.0 and s["unsolvable_judged_impossible"] == 1.0
+    assert s["right_state_reaching_24_generated_kept"] == {f"depth {d}": [3, 3] for d in (1, 2, 3)}
+    # pass@k of k samples, one right of four: pass@1 = 1/4, pass@4 = 1
+    one = {"nodes": [{"parent": None}] + [{"parent": 0, "correct": i == 0} for i in range(4)]}
+    assert stats.pass_at([one], [1, 4]) == {"pass@1": 0.25, "pass@4": 1.0}
+
+
 def test_the_heuristic_evaluator_is_the_solver_and_says_so():
     task = Game24("compact")
     assert task.heuristic("4 5 6 10", "10 - 4 = 6 (left: 5 6 6)\n") == 20.0  # 6 * 5 - 6
