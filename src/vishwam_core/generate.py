@@ -110,6 +110,29 @@ def _bucket_batch(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+class CompiledPrograms:
+    """Functions compiled ahead of time, one program per (name, argument shapes and dtypes), with the
+    seconds spent compiling them counted apart from running them. The generation engine and eval's
+    scorer each hold one; callers bucket their shapes so few programs are ever made."""
+
+    def __init__(self) -> None:
+        self._programs: dict[tuple, object] = {}
+        self.compile_seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def __call__(self, name: str, fn, donate: tuple[int, ...], *args):
+        key = (name, *(tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(a)) for a in args))
+        compiled = self._programs.get(key)
+        if compiled is None:
+            t = time.perf_counter()
+            compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - t
+            self._programs[key] = compiled
+        return compiled(*args)
+
+
 class Engine:
     """Holds a model's weights split per layer and the compiled steps; call `generate` repeatedly."""
 
@@ -127,20 +150,11 @@ class Engine:
         self.cache_bucket = cache_bucket
         self._graphdef, self._state = nnx.split(model)
         self._layers = layers if layers is not None else unstack_layers(model)
-        self._compiled: dict[tuple, object] = {}
-        self.compile_seconds = 0.0
+        self._programs = CompiledPrograms()
 
-    def _run(self, name: str, fn, donate: tuple[int, ...], *args):
-        """Call `fn` compiled ahead of time for these argument shapes (once per shape bucket), so
-        compilation is timed apart from generation and counted exactly."""
-        key = (name, *(tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(a)) for a in args))
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            t = time.perf_counter()
-            compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-            self.compile_seconds += time.perf_counter() - t
-            self._compiled[key] = compiled
-        return compiled(*args)
+    @property
+    def compile_seconds(self) -> float:
+        return self._programs.compile_seconds
 
     # ---- compiled pieces -------------------------------------------------------------------
     def _prefill_impl(self, state, layers, cache, tokens, positions, last_index, last_hidden):
@@ -165,7 +179,7 @@ class Engine:
 
     def compiled_variants(self) -> int:
         """How many (step, shape) programs have been compiled so far (tests count these)."""
-        return len(self._compiled)
+        return len(self._programs)
 
     # ---- the loop ---------------------------------------------------------------------------
     def generate(
@@ -217,7 +231,7 @@ class Engine:
                 [ln - 1 - c * C if c * C <= ln - 1 < (c + 1) * C else -1 for ln in lengths] + [-1] * (B - n),
                 np.int32,
             )
-            hidden, cache = self._run(
+            hidden, cache = self._programs(
                 "prefill",
                 self._prefill_impl,
                 (2,),
@@ -229,7 +243,7 @@ class Engine:
                 last,
                 hidden,
             )
-        next_ids, seen = self._run(
+        next_ids, seen = self._programs(
             f"first-{greedy}",
             first,
             (),
@@ -263,7 +277,7 @@ class Engine:
                     done[i], finish[i] = True, "stop"
             if all(done) or step == max_new - 1:
                 break
-            next_ids, cache, seen = self._run(
+            next_ids, cache, seen = self._programs(
                 f"decode-{greedy}",
                 decode,
                 (2, 7),

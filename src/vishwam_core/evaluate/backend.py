@@ -39,6 +39,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from vishwam_core.errors import VishwamError
+from vishwam_core.generate import CompiledPrograms
 from vishwam_core.model import KVCache, Transformer, unstack_layers
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,13 @@ class Scorer:
         self.logit_tokens = logit_tokens
         self._graphdef, self._state = nnx.split(model)
         self.layers = unstack_layers(model)  # per-layer weights, as the generation engine uses them
-        self._compiled: dict[tuple, object] = {}
-        self.compile_seconds = 0.0
+        self._programs = CompiledPrograms()
         self.forward_tokens = 0  # tokens actually run through the model (prefixes once, padding included)
 
     # ---- compiled pieces -------------------------------------------------------------------
-    def _run(self, name: str, fn, donate: tuple[int, ...], *args):
-        key = (name, *(tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(a)) for a in args))
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            t = time.perf_counter()
-            compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-            self.compile_seconds += time.perf_counter() - t
-            self._compiled[key] = compiled
-        return compiled(*args)
+    @property
+    def compile_seconds(self) -> float:
+        return self._programs.compile_seconds
 
     def _prefill_impl(self, state, layers, cache, tokens, positions):
         model = nnx.merge(self._graphdef, state)
@@ -222,7 +216,7 @@ class Scorer:
                 pos[g, : len(prefix)] = np.arange(len(prefix))
             C = self.prefill_chunk
             for c in range(0, prefix_len, C):
-                cache = self._run(
+                cache = self._programs(
                     "prefill",
                     self._prefill_impl,
                     (2,),
@@ -252,12 +246,12 @@ class Scorer:
                 mask[r, :n] = True
                 order.append(i)
                 r += 1
-        cache = self._run("expand", self._expand_impl, (), cache, row_group)
+        cache = self._programs("expand", self._expand_impl, (), cache, row_group)
         logprob = np.zeros((br,), np.float64)
         greedy = np.ones((br,), bool)
         for c in range(0, width, chunk):
             s = slice(c, c + chunk)
-            cache, lp, gr = self._run(
+            cache, lp, gr = self._programs(
                 "score",
                 self._score_impl,
                 (2,),
